@@ -1,0 +1,21 @@
+"""lec19quant: the package of the course book on quantizing large language models.
+
+Modules follow the book's chapters: `memory` (why quantize), `quantize` (absmax and zero-point),
+and Triton kernels under `kernels` (imported only when used).
+"""
+import os
+
+__version__ = "0.1.0"
+
+FULL_SIZE_ENV = "LEC19QUANT_FULL"
+
+
+def full_size() -> bool:
+    """The book's one switch: True when LEC19QUANT_FULL is 1/true/yes (Colab, a GPU), False when it
+    is unset, empty or 0/false/no. Notebooks scale their work with it; the code path is the same."""
+    value = os.environ.get(FULL_SIZE_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"{FULL_SIZE_ENV}={value!r}: use 1/true/yes for full size, 0/false/no or unset for small")
