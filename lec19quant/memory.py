@@ -81,48 +81,67 @@ def _positive_int(cfg: dict, key: str, why: str) -> int:
     return value
 
 
-def param_breakdown(config) -> dict[str, int]:
-    """Parameters of a dense decoder-only transformer (Llama, Qwen2/3, Mistral), by part.
+@dataclass(frozen=True)
+class Shape:
+    """The sizes that fix a dense decoder-only transformer's parameter count."""
 
-    Per layer: attention d·d_h·(h + 2·h_kv) + h·d_h·d (+ biases), gated MLP 3·d·d_ff,
-    RMSNorms 2·d (+ 2·d_h for Qwen3's q/k norms); plus embedding V·d, final norm d and an
-    output head V·d unless tied to the embedding. d_h is `head_dim`, else d / h (Qwen3 configs must
-    give it: their default is not d / h).
-    """
+    d: int  # hidden size
+    n_layers: int
+    d_ff: int  # MLP inner size
+    h: int  # attention heads
+    h_kv: int  # key/value heads (grouped-query attention)
+    d_head: int
+    vocab: int
+
+
+def shape_of(config) -> Shape:
+    """Read a `Shape` from a Hugging Face style config, naming any missing or bad entry."""
     cfg = _as_dict(config)
     for key in ("num_experts", "num_local_experts", "n_routed_experts"):
         if cfg.get(key):
             raise ValueError(f"config has {key}={cfg[key]}: mixture-of-experts models are not supported")
     d = _positive_int(cfg, "hidden_size", "every weight matrix")
-    n_layers = _positive_int(cfg, "num_hidden_layers", "the number of blocks")
-    d_ff = _positive_int(cfg, "intermediate_size", "the MLP")
     h = _positive_int(cfg, "num_attention_heads", "the attention projections")
-    vocab = _positive_int(cfg, "vocab_size", "the embedding")
     h_kv = h if cfg.get("num_key_value_heads") is None else _positive_int(
         cfg, "num_key_value_heads", "grouped-query attention")
     if h % h_kv:
         raise ValueError(f"num_attention_heads={h} is not a multiple of num_key_value_heads={h_kv}")
-    model_type = cfg.get("model_type")
-    if cfg.get("head_dim") is not None or model_type == "qwen3":  # Qwen3Config's default is 128
+    if cfg.get("head_dim") is not None or cfg.get("model_type") == "qwen3":  # Qwen3Config's default is 128
         d_head = _positive_int(cfg, "head_dim", "the attention projections")
     elif d % h:
         raise ValueError(f"hidden_size={d} is not divisible by num_attention_heads={h}; give head_dim")
     else:
         d_head = d // h
+    return Shape(d=d, n_layers=_positive_int(cfg, "num_hidden_layers", "the number of blocks"),
+                 d_ff=_positive_int(cfg, "intermediate_size", "the MLP"), h=h, h_kv=h_kv, d_head=d_head,
+                 vocab=_positive_int(cfg, "vocab_size", "the embedding"))
+
+
+def param_breakdown(config) -> dict[str, int]:
+    """Parameters of a dense decoder-only transformer (Llama, Qwen2/3, Mistral), by part.
+
+    Per layer: attention d·d_h·(h + 2·h_kv) + h·d_h·d (+ biases), gated MLP 3·d·d_ff,
+    RMSNorms 2·d (+ 2·d_h for Qwen3's q/k norms); plus embedding V·d, final norm d and an
+    output head V·d unless tied to the embedding. d_h is `head_dim`, else d / h (Qwen3 configs
+    must give it: their default is not d / h).
+    """
+    cfg = _as_dict(config)
+    s = shape_of(cfg)
+    model_type = cfg.get("model_type")
     qkv_bias = model_type == "qwen2" or bool(cfg.get("attention_bias"))
     o_bias = model_type != "qwen2" and bool(cfg.get("attention_bias"))
     qk_norm = cfg.get("qk_norm", model_type == "qwen3")
 
-    attention = d * d_head * (h + 2 * h_kv) + h * d_head * d
-    attention += qkv_bias * d_head * (h + 2 * h_kv) + o_bias * d
-    mlp = 3 * d * d_ff + bool(cfg.get("mlp_bias")) * (2 * d_ff + d)
-    norms = 2 * d + qk_norm * 2 * d_head
+    qkv = s.d_head * (s.h + 2 * s.h_kv)
+    attention = s.d * qkv + s.h * s.d_head * s.d + qkv_bias * qkv + o_bias * s.d
+    mlp = 3 * s.d * s.d_ff + bool(cfg.get("mlp_bias")) * (2 * s.d_ff + s.d)
+    norms = 2 * s.d + qk_norm * 2 * s.d_head
     return {
-        "embedding": vocab * d,
-        "attention": n_layers * attention,
-        "mlp": n_layers * mlp,
-        "norms": n_layers * norms + d,
-        "lm_head": 0 if cfg.get("tie_word_embeddings", False) else vocab * d,
+        "embedding": s.vocab * s.d,
+        "attention": s.n_layers * attention,
+        "mlp": s.n_layers * mlp,
+        "norms": s.n_layers * norms + s.d,
+        "lm_head": 0 if cfg.get("tie_word_embeddings", False) else s.vocab * s.d,
     }
 
 
@@ -130,6 +149,14 @@ def count_params(config) -> int:
     """Total parameters of the model described by `config` (a dict or transformers config);
     a missing `tie_word_embeddings` means untied, as in LlamaConfig and Qwen3Config."""
     return sum(param_breakdown(config).values())
+
+
+def kv_cache_bytes(config, n_tokens: int, bits: float = 16, batch: int = 1) -> float:
+    """Bytes of the key/value cache: 2 (K and V) · layers · h_kv · d_h values per token, `bits` each."""
+    s = shape_of(config)
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
+        raise ValueError(f"n_tokens must be a non-negative int, got {n_tokens!r}")
+    return 2 * s.n_layers * s.h_kv * s.d_head * n_tokens * batch * _bits(bits) / 8
 
 
 def _bits(bits_per_weight) -> float:

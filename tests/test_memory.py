@@ -124,3 +124,19 @@ def test_get_config_returns_a_copy():
     cfg = memory.get_config("Qwen/Qwen3-8B")
     cfg["hidden_size"] = 1
     assert memory.CONFIGS["Qwen/Qwen3-8B"]["hidden_size"] == 4096
+
+
+def test_kv_cache_matches_the_cache_transformers_builds():
+    config = VARIANTS["qwen3 untied"]
+    model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**config))
+    out = model.to(torch.bfloat16)(torch.randint(0, 1000, (2, 7)), use_cache=True)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    n_bytes = sum(t.nbytes for layer in cache.layers for t in (layer.keys, layer.values))
+    assert memory.kv_cache_bytes(config, n_tokens=7, bits=16, batch=2) == n_bytes
+
+
+def test_kv_cache_of_qwen3_8b_per_token():
+    # 2 · 36 layers · 8 kv heads · 128 dims · 2 bytes = 147,456 bytes per token in BF16
+    assert memory.kv_cache_bytes(memory.CONFIGS["Qwen/Qwen3-8B"], 1) == 147_456
+    with pytest.raises(ValueError, match="n_tokens"):
+        memory.kv_cache_bytes(memory.CONFIGS["Qwen/Qwen3-8B"], -1)

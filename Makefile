@@ -1,0 +1,29 @@
+# `make test` and `make book` set everything up on a fresh machine (Python 3.11+, pip, no GPU).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: test book bench clean
+
+# The venv, with the package editable and every tool pinned by constraints.txt.
+$(INSTALLED): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[gpu,models,test,book]"
+	touch $(INSTALLED)
+
+# Unit tests, Triton kernels under TRITON_INTERPRET=1 (tests/conftest.py), compile checks for
+# sm_75 and sm_80, notebooks in sync with their .md sources, and every notebook run by nbval.
+test: $(INSTALLED)
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval-lax notebooks
+
+# Executes every notebook and builds the HTML book into _build/html; any warning or failing cell fails.
+book: $(INSTALLED)
+	$(BIN)/jupyter-book build . -W -n --keep-going --all
+
+bench: $(INSTALLED)
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf _build
