@@ -31,6 +31,12 @@ def _scales(absmax: torch.Tensor, qmax: int) -> torch.Tensor:
     return torch.where(torch.isfinite(scale), scale, torch.zeros_like(scale))
 
 
+def _triton_max_block() -> int:
+    from .kernels import absmax as kernel
+
+    return kernel.MAX_BLOCK
+
+
 def absmax_blockwise(
     x: torch.Tensor, block_size: int = 64, bits: int = 8, backend: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +46,8 @@ def absmax_blockwise(
     the float32 absmax of each block; a shorter last block keeps its own absmax. A block whose s is
     not finite (a = 0, or a < qmax / 3.4e38, subnormal values only) gets codes 0. float16/bfloat16
     inputs are upcast to float32 first.
-    `backend` is "auto", "torch" or "triton" (see `lec19quant.kernels.use_triton`).
+    `backend` is "auto", "torch" or "triton" (see `lec19quant.kernels.use_triton`); "auto" keeps
+    blocks larger than the kernel's MAX_BLOCK (4096) on the torch path.
     """
     qmax = _check_bits(bits)
     _check_block_size(block_size)
@@ -53,7 +60,7 @@ def absmax_blockwise(
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or inf: absmax quantization needs finite values")
     n_blocks = -(-x.numel() // block_size)
-    if use_triton(backend, x):
+    if use_triton(backend, x) and (backend == "triton" or block_size <= _triton_max_block()):
         from .kernels import absmax as kernel
 
         codes = torch.empty(x.shape, dtype=torch.int8, device=x.device)

@@ -140,3 +140,11 @@ def test_dequantize_checks_the_number_of_scales():
     codes, absmax = absmax_blockwise(torch.randn(130), block_size=64)
     with pytest.raises(ValueError, match=r"need \(3,\)"):
         dequantize_blockwise(codes, absmax[:2], block_size=64)
+
+
+def test_triton_takes_blocks_up_to_its_limit():
+    x = torch.randn(3 * 4096 + 5)
+    ref = absmax_blockwise(x, 4096, backend="torch")
+    assert all(torch.equal(a, b) for a, b in zip(ref, absmax_blockwise(x, 4096, backend="triton")))
+    with pytest.raises(ValueError, match="at most 4096"):
+        absmax_blockwise(x, 4097, backend="triton")

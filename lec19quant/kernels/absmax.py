@@ -1,4 +1,5 @@
-"""Blockwise absmax quantization in Triton: each program quantizes ROWS blocks of BLOCK values.
+"""Blockwise absmax quantization in Triton: each program quantizes ROWS blocks of BLOCK values
+(BLOCK ≤ MAX_BLOCK; larger blocks, such as whole rows or tensors, take the torch path).
 
 Matches `lec19quant.quantize.absmax_blockwise` bit for bit: a = max|x| per block,
 s = qmax / a (correctly rounded division; 0 where not finite), q = round_half_even(x · s).
@@ -34,17 +35,22 @@ def absmax_blockwise_kernel(
     tl.store(absmax_ptr + rows, amax, mask=rows < n_blocks)
 
 
-ROWS = 16
+MAX_BLOCK = 4096  # one program holds ROWS · BLOCK_P2 = 4096 values (one block if larger)
+
+
+def tile(block_size: int) -> dict:
+    """The constexprs for a block size: its power-of-two padding and how many blocks per program."""
+    block_p2 = triton.next_power_of_2(block_size)
+    return {"BLOCK": block_size, "BLOCK_P2": block_p2, "ROWS": max(1, MAX_BLOCK // block_p2)}
 
 
 def absmax_blockwise(x, codes, absmax, block_size: int, qmax: int) -> None:
     """Launch the kernel on contiguous 1-D `x`, writing int8 `codes` and float32 `absmax`."""
-    n_blocks = absmax.numel()
-    grid = (triton.cdiv(n_blocks, ROWS),)
-    absmax_blockwise_kernel[grid](
-        x, codes, absmax, x.numel(), n_blocks,
-        BLOCK=block_size, BLOCK_P2=triton.next_power_of_2(block_size), ROWS=ROWS, QMAX=qmax,
-    )
+    if block_size > MAX_BLOCK:
+        raise ValueError(f"the Triton kernel takes blocks of at most {MAX_BLOCK}, got {block_size}")
+    constexprs = tile(block_size)
+    grid = (triton.cdiv(absmax.numel(), constexprs["ROWS"]),)
+    absmax_blockwise_kernel[grid](x, codes, absmax, x.numel(), absmax.numel(), QMAX=qmax, **constexprs)
 
 
 # What tests/compile_kernels.py compiles for sm_75 and sm_80: (kernel, signature, constexprs).
@@ -52,8 +58,8 @@ COMPILE_SPECS = [
     (
         absmax_blockwise_kernel,
         {"x_ptr": f"*{dtype}", "codes_ptr": "*i8", "absmax_ptr": "*fp32", "n": "i32", "n_blocks": "i32"},
-        {"BLOCK": block, "BLOCK_P2": triton.next_power_of_2(block), "ROWS": ROWS, "QMAX": 127},
+        {**tile(block), "QMAX": 127},
     )
     for dtype in ("fp32", "fp16", "bf16")
-    for block in (64, 48)
+    for block in (48, 64, MAX_BLOCK)
 ]
