@@ -28,8 +28,11 @@ class Table:
         return format(value, fmt) if fmt else str(value)
 
     def _repr_markdown_(self) -> str:
+        def escape(cell: str) -> str:  # a cell is one line, and | would end it
+            return " ".join(cell.split()).replace("|", "\\|")
+
         lines = [self.columns, ["---"] * len(self.columns), *self.cells]
-        return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+        return "\n".join("| " + " | ".join(map(escape, line)) + " |" for line in lines)
 
     def __repr__(self) -> str:
         widths = [max(len(line[i]) for line in [self.columns, *self.cells]) for i in range(len(self.columns))]

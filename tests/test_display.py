@@ -25,3 +25,8 @@ def test_callable_format():
 def test_bad_tables(rows, formats, match):
     with pytest.raises(ValueError, match=match):
         Table(rows, formats)
+
+
+def test_markdown_cells_stay_on_one_line():
+    t = Table([{"max |x|": 11.6, "text": "CHAPTER 1.\n\nCall me"}], formats={"max |x|": ".1f"})
+    assert t._repr_markdown_().splitlines() == ["| max \\|x\\| | text |", "| --- | --- |", "| 11.6 | CHAPTER 1. Call me |"]
