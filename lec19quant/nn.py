@@ -1,8 +1,9 @@
 """Swapping a model's Linear layers for quantized ones: `quantize_model(model, scheme)`.
 
-A scheme turns one nn.Linear into a module that computes the same y = x·Wᵀ + b from a quantized
-W. Every later chapter adds schemes; this module holds the mechanism and the first of them,
-weight-only round-to-nearest absmax (per tensor, per output row, or per group of g weights).
+A scheme turns one nn.Linear into a module that computes y = x·Wᵀ + b from a quantized W (and
+perhaps quantized x). Chapters add schemes; this module holds the mechanism, the weight-only
+round-to-nearest absmax family (per tensor, per output row, per group of g weights), and the
+names of the others (W8A8 from `int8`).
 """
 import fnmatch
 import re
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .int8 import W8A8
 from .quantize import absmax_blockwise, dequantize_blockwise
 
 
@@ -80,16 +82,21 @@ class WeightOnlyRTN:
         return QuantizedLinear(linear, self.bits, self.block_size(linear))
 
 
-_NAME = re.compile(r"w(\d+)-(tensor|row|g(\d+))")
+_WEIGHT_ONLY = re.compile(r"w(\d+)-(tensor|row|g(\d+))")
+
+# Schemes known by name beside the weight-only family "w<bits>-<tensor|row|g<size>>".
+NAMED_SCHEMES = {s.name: s for s in (W8A8("tensor"), W8A8("token"))}
 
 
-def get_scheme(scheme) -> WeightOnlyRTN:
-    """A scheme object, or one from its short name: "w8-tensor", "w4-row", "w4-g32", ..."""
+def get_scheme(scheme):
+    """A scheme object, or one from its short name: "w8-tensor", "w4-row", "w4-g32", "w8a8-token", ..."""
     if not isinstance(scheme, str):
         if not hasattr(scheme, "quantize_linear"):
             raise TypeError(f"a scheme is a name or an object with quantize_linear(), got {type(scheme).__name__}")
         return scheme
-    match = _NAME.fullmatch(scheme)
+    if scheme in NAMED_SCHEMES:
+        return NAMED_SCHEMES[scheme]
+    match = _WEIGHT_ONLY.fullmatch(scheme)
     if match is None:
         raise ValueError(f"unknown scheme {scheme!r}; examples: {', '.join(available_schemes())}")
     bits, granularity, group = match.groups()
@@ -100,7 +107,7 @@ def get_scheme(scheme) -> WeightOnlyRTN:
 
 def available_schemes() -> list[str]:
     """Short names of the built-in schemes (any bits from 2 to 8 and any group size also work)."""
-    return [f"w{b}-{g}" for b in (8, 4, 3, 2) for g in ("tensor", "row", "g32", "g128")]
+    return [f"w{b}-{g}" for b in (8, 4, 3, 2) for g in ("tensor", "row", "g32", "g128")] + list(NAMED_SCHEMES)
 
 
 def _saved_tensors(module: nn.Module) -> list[torch.Tensor]:
@@ -111,13 +118,14 @@ def _saved_tensors(module: nn.Module) -> list[torch.Tensor]:
 
 
 def model_nbytes(model: nn.Module) -> int:
-    """Bytes of a model's weights as stored: quantized modules count their packed size, shared
-    (tied) tensors count once, non-persistent buffers (such as rotary tables) not at all."""
+    """Bytes of a model's weights as stored: a module with an `nbytes` property (a quantized
+    layer whose codes are packed) counts that, shared (tied) tensors count once, non-persistent
+    buffers (such as rotary tables) not at all."""
     seen, total = set(), 0
     for module in model.modules():
         own = [t for t in _saved_tensors(module) if t.data_ptr() not in seen]
         seen.update(t.data_ptr() for t in own)
-        total += module.nbytes if isinstance(module, QuantizedLinear) else sum(t.nbytes for t in own)
+        total += module.nbytes if hasattr(module, "nbytes") else sum(t.nbytes for t in own)
     return total
 
 
