@@ -8,14 +8,10 @@ with torch.utils.benchmark; prints one table with the ratio, whose target is at 
 --save writes it as JSON under benchmarks/results/ with the machine, versions and date.
 """
 import argparse
-import datetime
-import json
-import platform
-from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.benchmark import Timer
+from harness import machine, median_seconds, print_table, save
 
 from lec19quant import formats
 
@@ -34,10 +30,6 @@ DTYPES = {
 }
 
 
-def median_seconds(stmt: str, **names) -> float:
-    return Timer(stmt, globals=names).blocked_autorange(min_run_time=1.0).median
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", action="store_true")
@@ -48,27 +40,15 @@ def main() -> None:
     rows = []
     for name, dtype in DTYPES.items():
         fmt = formats.FLOAT_FORMATS[name]
-        ours = median_seconds("encode(x, fmt)", encode=formats.encode, x=x, fmt=fmt)
-        theirs = median_seconds("x.astype(dtype)", x=x_np, dtype=dtype)
+        ours = median_seconds(lambda: formats.encode(x, fmt))
+        theirs = median_seconds(lambda: x_np.astype(dtype))
         rows.append({"format": name, "numpy ms": theirs * 1e3, "ours ms": ours * 1e3,
-                     "ratio": ours / theirs})
-    machine = platform.processor() or platform.machine()
-    print(f"encode {N:,} float32 values on {machine}, torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads, numpy {np.__version__}, ml_dtypes {ml_dtypes.__version__}")
-    print(f"{'format':<10} {'numpy ms':>9} {'ours ms':>9} {'ratio':>6}")
-    for r in rows:
-        flag = "" if r["ratio"] <= TARGET else f"  > {TARGET:g}× target"
-        print(f"{r['format']:<10} {r['numpy ms']:>9.1f} {r['ours ms']:>9.1f} {r['ratio']:>6.1f}{flag}")
+                     "ratio": ours / theirs, "target met": "yes" if ours / theirs <= TARGET else "NO"})
+    print_table(f"encode {N:,} float32 values on {machine()}, torch {torch.__version__} with "
+                f"{torch.get_num_threads()} threads, numpy {np.__version__}, ml_dtypes {ml_dtypes.__version__} "
+                f"(target: ratio ≤ {TARGET:g})", rows, {"numpy ms": ".1f", "ours ms": ".1f", "ratio": ".1f"})
     if args.save:
-        out = Path(__file__).parent / "results" / f"formats_{machine.replace(' ', '_')}.json"
-        out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps({
-            "benchmark": "formats.encode vs numpy astype", "n": N, "machine": machine,
-            "threads": torch.get_num_threads(), "date": datetime.date.today().isoformat(),
-            "torch": torch.__version__, "numpy": np.__version__,
-            "ml_dtypes": ml_dtypes.__version__, "rows": rows}, indent=1))
-        print("wrote", out)
-
+        save("formats", rows, n=N, numpy=np.__version__, ml_dtypes=ml_dtypes.__version__)
 
 if __name__ == "__main__":
     main()

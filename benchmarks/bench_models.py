@@ -10,6 +10,7 @@ import tempfile
 import time
 
 import torch
+from harness import machine, print_table
 
 from lec19quant import models
 
@@ -27,11 +28,11 @@ def main() -> None:
         reload, (model, tokenizer) = seconds(models.load_model)
         text = models.load_text("moby-dick")
         ppl_time, ppl = seconds(lambda: models.perplexity(model, tokenizer, text, max_tokens=2048))
-    print(f"SmolLM2-135M on {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
-    print(f"{'step':<34} {'seconds':>8}")
-    print(f"{'first load (convert the GGUF)':<34} {first:>8.1f}")
-    print(f"{'cached reload':<34} {reload:>8.2f}")
-    print(f"{f'perplexity, {ppl.tokens:,} tokens':<34} {ppl_time:>8.1f}   (perplexity {ppl.perplexity:.2f})")
+    rows = [{"step": "first load (convert the GGUF)", "seconds": first},
+            {"step": "cached reload (target ≤ 3 s)", "seconds": reload},
+            {"step": f"perplexity of {ppl.tokens:,} tokens (target ≤ 30 s)", "seconds": ppl_time}]
+    print_table(f"SmolLM2-135M on {machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+                rows, {"seconds": ".2f"})
 
 
 if __name__ == "__main__":

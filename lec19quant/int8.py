@@ -17,8 +17,8 @@ MAX_K = 2**31 // 128**2  # beyond this an int32 sum of int8 products could overf
 def matmul_int32(a: torch.Tensor, b: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """C = A·B for int8 A (M, K) and B (K, N), accumulated exactly in int32.
 
-    The torch path is an int32 matmul on CPU; CUDA has none, so there it multiplies in float64,
-    which is exact for these sums.
+    The torch path is PyTorch's int8 GEMM (`torch._int_mm`, int32 accumulation) on CPU; on CUDA,
+    where that one needs M > 16 and K, N multiples of 8, it multiplies in float64, exact here.
     """
     if a.dtype != torch.int8 or b.dtype != torch.int8:
         raise TypeError(f"matmul_int32 takes int8 matrices, got {a.dtype} and {b.dtype}")
@@ -34,7 +34,7 @@ def matmul_int32(a: torch.Tensor, b: torch.Tensor, backend: str = "auto") -> tor
         return c
     if a.is_cuda:
         return (a.double() @ b.double()).to(torch.int32)
-    return a.to(torch.int32) @ b.to(torch.int32)
+    return torch._int_mm(a, b)
 
 
 def _dequantize_product(z: torch.Tensor, s_x: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:

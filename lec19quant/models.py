@@ -256,6 +256,23 @@ def capture_activations(model, tokenizer, text: str, context: int = 512, max_tok
     return stats
 
 
+@torch.inference_mode()
+def layer_inputs(model, tokenizer, text: str, module: str, context: int = 512,
+                 max_tokens: int | None = 1024) -> torch.Tensor:
+    """The input of the submodule named `module` for every token of `text` (windows as in
+    `perplexity`), as a float32 (tokens, in_features) tensor: one layer's activations, whole."""
+    target = model.get_submodule(module)
+    rows = []
+    hook = target.register_forward_pre_hook(
+        lambda _, inputs: rows.append(inputs[0].detach().float().reshape(-1, inputs[0].shape[-1]).cpu()))
+    try:
+        for batch in _batches(token_windows(tokenizer, text, context, max_tokens), batch_size=8):
+            model(batch.to(_device(model)))
+    finally:
+        hook.remove()
+    return torch.cat(rows)
+
+
 # Linear layers that read the residual stream: the attention's q/k/v projections and the first
 # layer of the MLP (Llama/Qwen/Mistral and OPT names), where LLM.int8() looks for outliers.
 RESIDUAL_READERS = r"\.(q_proj|k_proj|v_proj|gate_proj|up_proj|fc1)$"

@@ -208,3 +208,13 @@ def sqnr_db(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """Signal-to-quantization-noise ratio 10·log10(Σ x² / Σ (x − x̂)²) in dB; inf when x̂ = x."""
     noise = (x.double() - x_hat.double()).square().sum().item()
     return math.inf if noise == 0 else 10 * math.log10(x.double().square().sum().item() / noise)
+
+
+# The granularities the book compares, as keyword arguments of absmax_quantize / zeropoint_quantize.
+GRANULARITIES = {
+    "per tensor": {},
+    "per row": {"dim": 0},
+    "per column": {"dim": 1},
+    "group 128": {"group_size": 128},
+    "group 32": {"group_size": 32},
+}

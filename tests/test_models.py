@@ -228,3 +228,13 @@ def test_parameters_by_kind_add_up_and_count_tied_tensors_once(smollm2):
     assert kinds["model.layers.*.self_attn.k_proj.weight"] == {"tensors": 30, "shape": (192, 576),
                                                                "parameters": 30 * 192 * 576}
     assert "lm_head.weight" not in kinds and kinds["model.embed_tokens.weight"]["shape"] == (49152, 576)
+
+
+def test_layer_inputs_are_what_the_layer_sees():
+    model = ResidualReaders(n_layers=2, planted={1: (5, 9.0, 4)})
+    x = models.layer_inputs(model, CharTokenizer(), "abcdefghijklmnopqrstuvwxyz" * 40,
+                            "layers.1.mlp.up_proj", context=100, max_tokens=None)
+    assert x.shape == (1040, 32) and (x[:, 5].abs() == 9.0).sum() == 260
+    stats = capture(model)["layers.1.mlp.up_proj"]
+    assert torch.equal(x.abs().amax(0), stats.absmax)
+    assert not any(m._forward_pre_hooks for m in model.modules())
