@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .int8 import W8A8
 from .quantize import absmax_blockwise, dequantize_blockwise
 
 
@@ -84,8 +83,13 @@ class WeightOnlyRTN:
 
 _WEIGHT_ONLY = re.compile(r"w(\d+)-(tensor|row|g(\d+))")
 
-# Schemes known by name beside the weight-only family "w<bits>-<tensor|row|g<size>>".
-NAMED_SCHEMES = {s.name: s for s in (W8A8("tensor"), W8A8("token"))}
+def named_schemes() -> dict:
+    """The schemes known by name beside the weight-only family "w<bits>-<tensor|row|g<size>>",
+    one or more per chapter, imported here so that a chapter's module need not import this one."""
+    from .int8 import W8A8
+
+    schemes = [W8A8("tensor"), W8A8("token")]
+    return {s.name: s for s in schemes}
 
 
 def get_scheme(scheme):
@@ -94,8 +98,9 @@ def get_scheme(scheme):
         if not hasattr(scheme, "quantize_linear"):
             raise TypeError(f"a scheme is a name or an object with quantize_linear(), got {type(scheme).__name__}")
         return scheme
-    if scheme in NAMED_SCHEMES:
-        return NAMED_SCHEMES[scheme]
+    named = named_schemes()
+    if scheme in named:
+        return named[scheme]
     match = _WEIGHT_ONLY.fullmatch(scheme)
     if match is None:
         raise ValueError(f"unknown scheme {scheme!r}; examples: {', '.join(available_schemes())}")
@@ -107,7 +112,7 @@ def get_scheme(scheme):
 
 def available_schemes() -> list[str]:
     """Short names of the built-in schemes (any bits from 2 to 8 and any group size also work)."""
-    return [f"w{b}-{g}" for b in (8, 4, 3, 2) for g in ("tensor", "row", "g32", "g128")] + list(NAMED_SCHEMES)
+    return [f"w{b}-{g}" for b in (8, 4, 3, 2) for g in ("tensor", "row", "g32", "g128")] + list(named_schemes())
 
 
 def _saved_tensors(module: nn.Module) -> list[torch.Tensor]:
