@@ -1,7 +1,9 @@
 """lec19quant: the package of the course book on quantizing large language models.
 
-Modules follow the book's chapters: `memory` (why quantize), `quantize` (absmax and zero-point),
-and Triton kernels under `kernels` (imported only when used).
+Modules follow the book's chapters: `memory` (why quantize), `formats` (how numbers are stored),
+`models` (the running example), `quantize` and `int8` (quantization basics), `nn` (swapping a
+model's layers for quantized ones); `display`, `plots` and `checks` serve the notebooks; the Triton
+kernels live in `kernels` and are imported only when used.
 """
 import os
 
