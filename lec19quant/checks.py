@@ -220,3 +220,262 @@ def check_vectorwise_matmul(student: Callable) -> Passed:
     return _run("check_vectorwise_matmul", lambda case: student(case[0].clone(), case[1].clone()), cases,
                 [int8_matmul(x, w, backend="torch") for x, w in cases], _close,
                 lambda case: f"x {tuple(case[0].shape)}, w {tuple(case[1].shape)}", "products")
+
+
+def nvfp4_cases() -> list[torch.Tensor]:
+    """Float32 matrices (last dimension a multiple of 16) that test an NVFP4 quantizer: normal
+    and heavy-tailed samples, rows of very different magnitude, exact E2M1 ties and signed zeros,
+    an all-zero block, values so small that the block scale reaches its 2^−6 clamp, huge values."""
+    g = torch.Generator().manual_seed(8)
+    normal = torch.randn(8, 64, generator=g)
+    ties = torch.tensor([6.0, 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0,
+                         -0.25, -0.75, -1.25, -1.75, -2.5, -3.5, -5.0, -0.0])
+    mixed = torch.cat([ties, torch.zeros(16), normal[0, :16] * 1e-4, normal[1, :16] * 50])
+    return [normal, normal * torch.exp(3 * torch.randn(8, 64, generator=g)),
+            normal * torch.exp(4 * torch.randn(8, 1, generator=g)), mixed[None],
+            normal[:2] * 1e-3, normal[:2] * 1e30]
+
+
+class _Shown:
+    """An answer whose repr is set when it is compared: the block that differs, not the tensor."""
+
+    def __init__(self, value):
+        self.value, self.text = value, "…"
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _agrees(got: torch.Tensor, want: torch.Tensor, y: torch.Tensor, fmt) -> torch.Tensor:
+    """Where codes agree: equal, or neighbours where y (the number rounded) is within 1e-5
+    (relative) of a midpoint between two values of `fmt` (y computed in another order may differ
+    in its last bits and round the other way)."""
+    from .nvfp4 import _midpoints
+
+    y, mid = y.abs().reshape(want.shape), _midpoints(fmt)
+    i = torch.bucketize(y, mid)  # mid[i − 1] < y ≤ mid[i]
+    gap = torch.minimum(mid[i.clamp(max=len(mid) - 1)] - y, y - mid[(i - 1).clamp(min=0)]).abs()
+    return (got == want) | ((gap <= 1e-5 * y) & ((got - want).abs() == 1))
+
+
+def check_nvfp4_quantize(student: Callable, tensor_scale=None) -> Passed:
+    """student(x) must return NVFP4's codes (one per value, unpacked, shaped like x) and block
+    scales as raw E4M3 bytes (one per 16 values), and with tensor_scale="auto" also the FP32
+    tensor scale t = max|x| / (448 · 6): the numbers of `nvfp4.nvfp4_quantize(x, tensor_scale)`.
+    One level: s_b = E4M3(clamp(max|x_b| / 6, 2^−6, 448)), q = E2M1(x / s_b); two levels divide
+    the block scale by t first and multiply x by (1 / t) / s_b."""
+    from .nvfp4 import nvfp4_quantize, unpack
+
+    if tensor_scale not in (None, "auto"):
+        raise ValueError(f"tensor_scale is None or 'auto', got {tensor_scale!r}")
+    cases = nvfp4_cases()
+    wants = [_Shown(nvfp4_quantize(x, tensor_scale)) for x in cases]
+    inputs = {id(want): x for x, want in zip(cases, wants)}
+    n_outputs = 2 if tensor_scale is None else 3
+
+    def same(got: _Shown, want: _Shown) -> bool:
+        q, x = want.value, inputs[id(want)]
+        if not isinstance(got.value, (tuple, list)) or len(got.value) != n_outputs:
+            got.text = f"{type(got.value).__name__} (expected a tuple of {n_outputs})"
+            want.text = f"a tuple of {n_outputs}: codes, block scales" + (", tensor scale" if n_outputs == 3 else "")
+            return False
+        if n_outputs == 3 and torch.as_tensor(got.value[2]).float().item() != q.tensor_scale.item():
+            got.text, want.text = f"tensor scale {got.value[2]!r}", f"tensor scale {q.tensor_scale.item()!r}"
+            return False
+        t = 1.0 if q.tensor_scale is None else q.tensor_scale
+        blocks = x.reshape(-1, 16)
+        codes = torch.as_tensor(got.value[0]).long().reshape(blocks.shape)
+        scales = torch.as_tensor(got.value[1]).long().reshape(-1)
+        want_codes, want_scales = unpack(q.codes).long().reshape(blocks.shape), q.block_scales.long().reshape(-1)
+        scale_ok = _agrees(scales, want_scales, (blocks.abs().amax(-1) / 6 / t).clamp(2**-6, 448),
+                           formats.FP8_E4M3)
+        y = blocks / q.scales().reshape(-1, 1)
+        ok = scale_ok & _agrees(codes, want_codes, y, formats.FP4_E2M1).all(-1)
+        if ok.all():
+            return True
+        b = int((~ok).nonzero()[0])
+        want.text = f"block {b}: scale byte {int(want_scales[b])}, codes {want_codes[b].tolist()}"
+        got.text = f"block {b}: scale byte {int(scales[b])}, codes {codes[b].tolist()}"
+        return False
+
+    levels = "one level" if tensor_scale is None else "two levels"
+    return _run(f"check_nvfp4_quantize({levels})", lambda x: _Shown(student(x.clone())), cases,
+                wants, same, _describe, "tensors")
+
+
+def check_nvfp4_dequantize(student: Callable) -> Passed:
+    """student(codes, block_scales, tensor_scale) must return x̂ = e2m1(q) · s_b · t (float32, one
+    value per code; t = 1 when tensor_scale is None) from the fields of an NVFP4Tensor: packed
+    codes, the first value of each byte in its low nibble, and raw E4M3 block-scale bytes."""
+    from .nvfp4 import nvfp4_quantize
+
+    quantized = [nvfp4_quantize(x, t) for x in nvfp4_cases() for t in (None, "auto")]
+
+    def same(got: _Shown, want: _Shown) -> bool:
+        values = torch.as_tensor(got.value, dtype=torch.float32).reshape(-1, 16)
+        expected = want.value.reshape(-1, 16)
+        ok = ((values - expected).abs() <= 1e-6 * expected.abs()).all(-1)
+        if ok.all():
+            return True
+        b = int((~ok).nonzero()[0])
+        want.text = f"block {b}: {[float(f'{v:.4g}') for v in expected[b].tolist()]}"
+        got.text = f"block {b}: {[float(f'{v:.4g}') for v in values[b].tolist()]}"
+        return False
+
+    return _run("check_nvfp4_dequantize",
+                lambda q: _Shown(student(q.codes.clone(), q.block_scales.clone(), q.tensor_scale)),
+                quantized, (_Shown(q.dequantize()) for q in quantized), same,
+                lambda q: f"an NVFP4Tensor of shape {tuple(q.shape)}, tensor scale "
+                          f"{'None' if q.tensor_scale is None else format(q.tensor_scale.item(), '.3g')}",
+                "tensors")
+
+
+def check_scale_min_k4(student: Callable) -> Passed:
+    """student(q, j) must return (scale, min) of sub-block j (0..7) from the 12 bytes `q` (a
+    list of ints) of a Q4_K super-block's scales, as ggml's get_scale_min_k4 unpacks them."""
+    from .gguf.blocks import unpack_scales_k4
+
+    g = torch.Generator().manual_seed(4)
+    blocks = torch.cat([torch.randint(0, 256, (40, 12), generator=g, dtype=torch.uint8),
+                        torch.full((1, 12), 255, dtype=torch.uint8), torch.zeros(1, 12, dtype=torch.uint8),
+                        torch.tensor([[0xC0] * 4 + [0x3F] * 4 + [0xA5] * 4], dtype=torch.uint8)])
+    scales, mins = unpack_scales_k4(blocks)
+    cases = [(q, j) for q in blocks.tolist() for j in range(8)]
+    wants = [(int(scales[i // 8, i % 8]), int(mins[i // 8, i % 8])) for i in range(len(cases))]
+    return _run("check_scale_min_k4", lambda case: tuple(int(v) for v in student(list(case[0]), case[1])), cases,
+                wants, lambda got, want: got == want, lambda case: f"q = {case[0]}, j = {case[1]}", "sub-blocks")
+
+
+def q8_0_cases() -> list[torch.Tensor]:
+    """Blocks of 32 that test a Q8_0 quantizer: normal and heavy-tailed weights, exact halves
+    (ties), an outlier, a negative maximum, all zeros."""
+    g = torch.Generator().manual_seed(8)
+    ties = torch.arange(-15.5, 16.5, 1.0)
+    ties[0] = -127.0  # d = 1: every other value is a tie
+    outlier = torch.randn(32, generator=g)
+    outlier[9] = -80.0
+    return [torch.randn(32, generator=g), torch.randn(32, generator=g) * torch.exp(2 * torch.randn(32, generator=g)),
+            ties, outlier, torch.zeros(32)]
+
+
+def check_q8_0(student: Callable) -> Passed:
+    """student(x) must return (d, codes) of llama.cpp's Q8_0 for a block x of 32 float32
+    weights: d = max|x| / 127 and codes = roundf(x / d) (halves away from zero; 0 when d = 0)."""
+    from .gguf import explain_block, quantize
+
+    cases = q8_0_cases()
+    wants = []
+    for x in cases:
+        block = explain_block(quantize(x, "Q8_0")[0], "Q8_0")
+        wants.append((block["d"].item(), block["codes"].tolist()))
+
+    def same(got, want):
+        d, codes = got
+        return float(torch.tensor(float(d)).half()) == want[0] and [int(c) for c in codes] == want[1]
+
+    return _run("check_q8_0", lambda x: student(x.clone()), cases, wants, same, _describe, "blocks")
+
+
+def check_use_more_bits(student: Callable) -> Passed:
+    """student(i, n) must say whether layer i of n gets more bits in llama.cpp's Q4_K_M: the
+    first and last eighth of the layers and every third layer between (integer division)."""
+    from .gguf.recipes import use_more_bits
+
+    cases = [(i, n) for n in range(1, 81) for i in range(n)]
+    return _run("check_use_more_bits", lambda case: bool(student(*case)), cases,
+                (use_more_bits(i, n) for i, n in cases), lambda got, want: got == want,
+                lambda case: f"layer {case[0]} of {case[1]}", "layers")
+
+
+# --- QLoRA ----------------------------------------------------------------------------------
+
+
+def _nf4_cases() -> list[torch.Tensor]:
+    """`quantization_cases()` and a block of exact ties: a 1 sets the absmax to 1, so x·(1/a) and
+    x / a are both exact and each midpoint between NF4 values must go to the lower code."""
+    table = torch.tensor(formats.NF4.table)
+    ties = torch.cat([torch.tensor([1.0, -0.0]), (table[1:] + table[:-1]) / 2,
+                      torch.linspace(-1, 1, 47), torch.randn(10, generator=torch.Generator().manual_seed(2))])
+    return quantization_cases() + [ties]
+
+
+@dataclass(frozen=True)
+class _NF4Answer:
+    codes: torch.Tensor
+    absmax: torch.Tensor
+    near_tie: torch.Tensor  # where x / a is within 1e-6 of a midpoint (and a ≠ 1): either code
+
+    def __repr__(self) -> str:
+        def short(t):
+            values = t.tolist()
+            return str(values) if len(values) <= 8 else str(values[:8])[:-1] + ", …]"
+
+        return f"codes {short(self.codes)}, absmax {short(self.absmax)}"
+
+
+def check_nf4_quantize(student: Callable) -> Passed:
+    """student(x) must return (codes, absmax) of NF4 quantization of 1-D float32 x in blocks of
+    64: absmax a = max|x| of each block (a shorter last block has its own) and, for every value,
+    the index of the NF4 value nearest to x / a, an exact midpoint going to the lower index.
+    Where x / a lies within 1e-6 of a midpoint (and a ≠ 1), either neighbour will do."""
+    from .qlora import nf4_quantize, unpack_nibbles
+
+    table = torch.tensor(formats.NF4.table)
+    midpoints = (table[1:] + table[:-1]) / 2
+
+    def answer(x):
+        packed, state = nf4_quantize(x, 64, double_quant=False)
+        a = state.absmax.repeat_interleave(64)[: x.numel()]
+        near = ((x / a)[:, None] - midpoints).abs().le(1e-6).any(1) & (a != 1)
+        return _NF4Answer(unpack_nibbles(packed, x.numel()).long(), state.absmax, near)
+
+    def same(got, want):
+        codes, absmax = got
+        codes = torch.as_tensor(codes).long().reshape(want.codes.shape)
+        return _close(absmax, want.absmax) and bool(torch.all(
+            (codes == want.codes) | (want.near_tie & ((codes - want.codes).abs() <= 1))))
+
+    cases = _nf4_cases()
+    return _run("check_nf4_quantize", lambda x: student(x.clone()), cases, map(answer, cases), same,
+                _describe, "tensors")
+
+
+def check_lora_merge(student: Callable) -> Passed:
+    """student(w, a, b, alpha) must return the merged weight W + (α/r)·B·A of a LoRA layer, for W
+    (out × in), A (r × in) and B (out × r)."""
+    g = torch.Generator().manual_seed(3)
+    cases = [(torch.randn(out, n, generator=g), torch.randn(r, n, generator=g),
+              torch.randn(out, r, generator=g), alpha)
+             for out, n, r, alpha in [(4, 6, 1, 1.0), (16, 8, 2, 16.0), (64, 96, 8, 16.0), (32, 32, 16, 8.0)]]
+    return _run("check_lora_merge", lambda c: student(*(t.clone() for t in c[:3]), c[3]), cases,
+                [w + alpha / a.shape[0] * (b @ a) for w, a, b, alpha in cases], _close,
+                lambda c: f"W {tuple(c[0].shape)}, r = {c[1].shape[0]}, α = {c[3]}", "layers")
+
+
+def check_adamw_step(student: Callable) -> Passed:
+    """student(p, grad, m, v, step, lr, betas, eps, weight_decay) must return (p, m, v) after
+    AdamW's update number `step` (1, 2, …) from the moments m and v of the step before:
+    decoupled weight decay p·(1 − lr·λ), then the Adam step with bias-corrected moments,
+    as torch.optim.AdamW computes it (to within float32 rounding)."""
+    from .qlora import PagedAdamW
+
+    g = torch.Generator().manual_seed(4)
+    settings = [(1, 1e-3, (0.9, 0.999), 1e-8, 0.01), (2, 1e-2, (0.9, 0.999), 1e-8, 0.0),
+                (10, 3e-4, (0.8, 0.95), 1e-6, 0.1), (1000, 1e-3, (0.9, 0.999), 1e-8, 0.01)]
+    cases, wants = [], []
+    for step, lr, betas, eps, wd in settings:
+        p, grad = torch.randn(6, generator=g), torch.randn(6, generator=g)
+        m = torch.randn(6, generator=g) * 0.1 * (step > 1)
+        v = torch.rand(6, generator=g) * 0.01 * (step > 1)
+        cases.append((p, grad, m, v, step, lr, betas, eps, wd))
+        state, new_p = {"exp_avg": m.clone(), "exp_avg_sq": v.clone()}, p.clone()
+        new_p.grad = grad
+        PagedAdamW._update(new_p, state, torch.tensor(step - 1.0),
+                           dict(lr=lr, betas=betas, eps=eps, weight_decay=wd, amsgrad=False, maximize=False))
+        wants.append((new_p, state["exp_avg"], state["exp_avg_sq"]))
+
+    def same(got, want):
+        return len(got) == 3 and all(_close(a, b) for a, b in zip(got, want))
+
+    return _run("check_adamw_step", lambda c: student(*(t.clone() for t in c[:4]), *c[4:]), cases, wants,
+                same, lambda c: f"step {c[4]}, lr {c[5]}, betas {c[6]}, weight decay {c[8]}", "steps")

@@ -89,6 +89,9 @@ def named_schemes() -> dict:
     from .int8 import W8A8
 
     schemes = [W8A8("tensor"), W8A8("token")]
+    from .gguf.linear import GGUFWeights
+
+    schemes += [GGUFWeights(f) for f in ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "Q3_K", "Q2_K")]
     return {s.name: s for s in schemes}
 
 

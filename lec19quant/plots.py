@@ -192,3 +192,270 @@ def error_heatmaps(x, estimates: dict, title: str = ""):
     axes[0, 0].set_ylabel("row")
     fig.colorbar(image, ax=list(axes[0]), label="|x − x̂|")
     return fig
+
+
+def block_max_placement(x, ax=None):
+    """Where each block's largest |x| lands on the E2M1 grid, max|x_b| / (t · s_b), for NVFP4
+    (an E4M3 scale per 16, close to 6) and MXFP4 (a power of two per 32, anywhere in [4, 8));
+    values past 6, the largest E2M1 value, are clipped to it. The legend gives the mean relative
+    error of each block's largest value."""
+    from .nvfp4 import mxfp4_quantize, nvfp4_quantize
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    bins = np.linspace(3.5, 8.5, 81)
+    for colour, (name, quantize, block) in enumerate(
+            [("NVFP4", nvfp4_quantize, 16), ("MXFP4", mxfp4_quantize, 32)]):
+        blocks = x.detach().float().reshape(-1, block)
+        q = quantize(blocks)
+        amax, at = blocks.abs().max(-1)
+        largest = q.dequantize().gather(1, at[:, None])[:, 0].abs()
+        error = ((amax - largest).abs() / amax)[amax > 0].mean().item()
+        ratio = (amax / q.scales()[:, 0])[amax > 0].numpy()
+        ax.hist(ratio, bins=bins, color=f"C{colour}", alpha=0.6,
+                label=f"{name}: {ratio.size:,} blocks; largest value off by {error:.1%} on average")
+    ax.axvspan(6, 8.5, color="C3", alpha=0.08)
+    ax.axvline(6, color="C3", linewidth=1)
+    ax.text(6.1, 0.95, "clipped to 6", color="C3", transform=ax.get_xaxis_transform(), va="top")
+    ax.set_xlabel("largest |x| of a block / its scale")
+    ax.set_ylabel("blocks")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax.figure
+
+
+def scale_windows(x, ax=None):
+    """Histogram of the block scales that NVFP4 needs, max|x_b| / 6 (log scale), with the range
+    that an E4M3 block scale can hold, [2^−6, 448], alone (one level) and multiplied by the FP32
+    tensor scale t = max|x| / 2688 (two levels); a block outside a window is clamped to its edge."""
+    from .nvfp4 import E4M3_MAX, E4M3_MIN, nvfp4_quantize
+
+    q = nvfp4_quantize(x)
+    needed = (x.detach().float().reshape(-1, 16).abs().amax(-1) / 6).numpy()
+    needed = needed[needed > 0]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.5))
+    low, high = np.log2(needed.min()), np.log2(needed.max())
+    t = q.tensor_scale.item()
+    for colour, (label, scale) in enumerate([("one level", 1.0), (f"two levels, t = {t:.2g}", t)], start=1):
+        lo, hi = E4M3_MIN * scale, E4M3_MAX * scale
+        below, above = (needed < lo).mean(), (needed > hi).mean()
+        ax.axvspan(lo, hi, ymin=0.5 * (colour - 1), ymax=0.5 * colour, color=f"C{colour}", alpha=0.15,
+                   label=f"E4M3 range, {label}: {below:.1%} of blocks below, {above:.1%} above")
+        low, high = min(low, np.log2(lo)), max(high, np.log2(hi))
+    ax.hist(needed, bins=np.logspace(np.log2(needed.min()), np.log2(needed.max()), 80, base=2),
+            color="C0", label="max|x_b| / 6 of each block")
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(2 ** (low - 1), 2 ** (high + 1))
+    ax.set_xlabel("block scale")
+    ax.set_ylabel("blocks")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax.figure
+
+
+def format_errors(results: dict, ax=None):
+    """SQNR (dB, higher is better) of each 4-bit format on each data set: `results` maps a data
+    set's name to the rows of `nvfp4.compare` for it; bars are labelled with bits per value."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.3 * sum(len(rows) for rows in results.values()) + 1))
+    names = [row["format"] for row in next(iter(results.values()))]
+    height = 0.8 / len(results)
+    for i, (data, rows) in enumerate(results.items()):
+        sqnr = {row["format"]: row["SQNR (dB)"] for row in rows}
+        y = np.arange(len(names)) + (i - (len(results) - 1) / 2) * height
+        ax.barh(y, [sqnr[n] for n in names], height=height, color=f"C{i}", label=data)
+    bits = {row["format"]: row["bits per value"] for row in next(iter(results.values()))}
+    ax.set_yticks(range(len(names)), [f"{n} ({bits[n]:.2f} bits)" for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel("SQNR (dB, higher is better)")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(axis="x", alpha=0.3)
+    return ax.figure
+
+
+def k_block(block, x=None):
+    """One K-quant super-block taken apart (`lec19quant.gguf.explain_block` of a Q4_K or Q5_K
+    block): above, its weights by position, each sub-block's range [−dmin·m_j, d·s_j·q_max −
+    dmin·m_j] as a band and the decoded values (the originals `x` as grey dots, if given);
+    below, the stored 6-bit scales s_j and mins m_j."""
+    s, m = block["scales"].double().numpy(), block["mins"].double().numpy()
+    d, dmin = block["d"].item(), block["dmin"].item()
+    top = 15.0 if block.format == "Q4_K" else 31.0
+    values = block.values.double().numpy()
+    fig, (ax, bars) = plt.subplots(2, 1, figsize=(9, 5.5), height_ratios=[2.2, 1], constrained_layout=True)
+    n = values.size // len(s)
+    for j in range(len(s)):
+        span = np.arange(j * n, (j + 1) * n)
+        low, high = -dmin * m[j], d * s[j] * top - dmin * m[j]
+        ax.fill_between([span[0] - 0.5, span[-1] + 0.5], low, high, color=f"C{j % 10}", alpha=0.12, linewidth=0)
+        ax.plot(span, values[span], ".", color=f"C{j % 10}", markersize=4)
+    if x is not None:
+        ax.plot(np.asarray(torch.as_tensor(x, dtype=torch.float64)), ".", color="0.55", markersize=2,
+                label="original", zorder=0)
+        ax.legend(loc="upper right", fontsize="small")
+    ax.set_xlim(-1, values.size)
+    ax.set_xlabel("position in the super-block")
+    ax.set_ylabel("weight")
+    ax.set_title(f"{block.format}: d = {d:.3g}, dmin = {dmin:.3g}; band = the values sub-block j can decode to")
+    j = np.arange(len(s))
+    bars.bar(j - 0.2, s, width=0.4, label="scale s_j (6 bits)")
+    bars.bar(j + 0.2, m, width=0.4, label="min m_j (6 bits)")
+    bars.set_xticks(j)
+    bars.set_xlabel("sub-block j")
+    bars.set_ylim(0, 68)
+    bars.axhline(63, color="0.6", linestyle=":", linewidth=0.8)
+    bars.legend(loc="upper right", fontsize="small", ncols=2)
+    return fig
+
+
+def gguf_errors(rows, ax=None):
+    """SQNR against bits per weight of GGUF block formats, from `rows` of a table with the keys
+    "format", "bits per weight" and "SQNR (dB)": the K-quants (circles) against the blocks of
+    32 (squares)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    for row in rows:
+        name, bits, sqnr = row["format"], row["bits per weight"], row["SQNR (dB)"]
+        kquant = name.endswith("_K")
+        ax.plot(bits, sqnr, "o" if kquant else "s", color="C0" if kquant else "C1", markersize=7)
+        ax.annotate(name, (bits, sqnr), textcoords="offset points", xytext=(6, -4))
+    ax.plot([], [], "o", color="C0", label="K-quants (super-blocks of 256)")
+    ax.plot([], [], "s", color="C1", label="blocks of 32")
+    ax.set_xlabel("bits per weight (scales included)")
+    ax.set_ylabel("SQNR (dB, higher is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    return ax.figure
+
+
+def recipe_map(types: dict, title: str = "", ax=None):
+    """The format of every weight matrix of a GGUF recipe (`lec19quant.gguf.recipes.choose_types`),
+    one row per kind of matrix and one column per layer, coloured by bits per weight."""
+    import re
+
+    from matplotlib.colors import ListedColormap
+
+    from .gguf import FORMATS
+
+    layers: dict[str, dict[int, str]] = {}
+    for name, qtype in types.items():
+        match = re.match(r"blk\.(\d+)\.(\w+)\.weight$", name)
+        if match and qtype != "F32":
+            layers.setdefault(match.group(2), {})[int(match.group(1))] = qtype
+    kinds = sorted(layers)
+    n_layers = 1 + max(i for kind in layers.values() for i in kind)
+    bits = {name: f.bits_per_weight for name, f in FORMATS.items()} | {"F16": 16.0}
+    names = sorted({q for kind in layers.values() for q in kind.values()}, key=bits.get)
+    grid = np.array([[names.index(layers[k][i]) for i in range(n_layers)] for k in kinds])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6, 0.22 * n_layers + 2), 0.38 * len(kinds) + 1.4))
+    colors = [plt.cm.viridis(min(1.0, (bits[q] - 2) / 7)) for q in names]  # darker: fewer bits
+    cmap = ListedColormap(colors)
+    ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, interpolation="nearest")
+    ax.set_yticks(range(len(kinds)))
+    ax.set_yticklabels(kinds)
+    ax.set_xlabel("layer")
+    ax.set_title(title)
+    handles = [Rectangle((0, 0), 1, 1, color=c) for c in colors]
+    ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
+    return ax.figure
+
+
+def roofline(k: int, n: int, gpu: str = "T4", weight_bits: dict | None = None, ax=None):
+    """The least time Y = X·Wᵀ (W of shape (n, k)) can take on `gpu`, against the number of
+    tokens M, for weights stored at each of `weight_bits` ({label: bits per weight}): flat while
+    reading the weights dominates, rising once the arithmetic does."""
+    from . import roofline as rl
+
+    weight_bits = weight_bits or {"FP16": 16.0, "Q4_K (4.5 bits)": 4.5}
+    g = rl.GPUS[gpu]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    ms = np.unique(np.logspace(0, 14, 57, base=2).astype(int))
+    for label, bits in weight_bits.items():
+        costs = [rl.matmul_cost(int(m), k, n, weight_bits=bits) for m in ms]
+        line, = ax.plot(ms, [rl.min_time(c, g) * 1e6 for c in costs], label=label)
+        knee = next(i for i, c in enumerate(costs) if not rl.memory_bound(c, g))
+        ax.plot(ms[knee], rl.min_time(costs[knee], g) * 1e6, "o", color=line.get_color())
+        ax.annotate(f"compute-bound from M ≈ {ms[knee]}", (ms[knee], rl.min_time(costs[knee], g) * 1e6),
+                    textcoords="offset points", xytext=(8, -12), fontsize="small", color=line.get_color())
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens in the batch (M)")
+    ax.set_ylabel("least time (µs)")
+    ax.set_title(f"{k}×{n} weights on the {g.name} ({g.bandwidth / 1e9:,.0f} GB/s, {g.fp16_flops / 1e12:,.0f} TFLOP/s)")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3, which="both")
+    return ax.figure
+
+
+def nf4_levels(w, blocksize: int = 64, ax=None):
+    """Histogram of the weights of `w` divided by the absmax of their block of `blocksize` (what
+    NF4 rounds), with the 16 NF4 values and the 15 levels k/7 of 4-bit absmax as vertical lines.
+    Trailing weights that do not fill a block are left out."""
+    flat = torch.as_tensor(w).detach().float().reshape(-1)
+    blocks = flat[: flat.numel() // blocksize * blocksize].view(-1, blocksize)
+    if blocks.numel() == 0:
+        raise ValueError(f"w has {flat.numel()} values, fewer than one block of {blocksize}")
+    scaled = (blocks / blocks.abs().amax(1, keepdim=True)).reshape(-1)
+    scaled = scaled[torch.isfinite(scaled)].numpy()  # all-zero blocks have no scale
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.5))
+    ax.hist(scaled, bins=200, range=(-1, 1), density=True, color="0.75",
+            label=f"w / absmax of its block of {blocksize} ({scaled.size:,} weights)")
+    for i, v in enumerate(formats.NF4.table):
+        ax.axvline(v, color="C3", linewidth=1.2, label="the 16 NF4 values" if i == 0 else None)
+    for i, v in enumerate(np.arange(-7, 8) / 7):
+        ax.axvline(v, color="C0", linestyle=":", linewidth=1.2, label="4-bit absmax: k / 7" if i == 0 else None)
+    ax.set_xlabel("weight / block absmax")
+    ax.set_ylabel("density")
+    ax.set_xlim(-1.05, 1.05)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize="small", frameon=False)
+    return ax.figure
+
+
+def finetuning_curve(losses, held_out=None, window: int = 5, ax=None):
+    """Training loss at every step (thin line) and its mean over the last `window` steps (thick),
+    with the held-out loss as points: `held_out` maps a step (0 = before training) to a loss."""
+    losses = np.asarray(losses, dtype=float)
+    if losses.ndim != 1 or losses.size == 0:
+        raise ValueError("losses must be a non-empty list of numbers, one per step")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    steps = np.arange(1, losses.size + 1)
+    ax.plot(steps, losses, color="C0", alpha=0.35, linewidth=1, label="training loss (one batch)")
+    mean = np.array([losses[max(0, i - window + 1): i + 1].mean() for i in range(losses.size)])
+    ax.plot(steps, mean, color="C0", linewidth=2.5, label=f"mean of the last {window} steps")
+    if held_out:
+        x, y = zip(*sorted(held_out.items()))
+        ax.plot(x, y, "o--", color="C3", markersize=7, label="held-out loss")
+        for xi, yi in zip(x, y):
+            ax.annotate(f"{yi:.3f}", (xi, yi), textcoords="offset points", xytext=(6, 6), color="C3")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats per token)")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return ax.figure
+
+
+def memory_budgets(budgets, limit: float | None = None, limit_label: str = "", ax=None):
+    """The parts of each fine-tuning memory budget (`budgets` maps a label to a
+    qlora.MemoryBudget) as stacked horizontal bars in GB, with an optional vertical line at
+    `limit` bytes (a GPU's memory)."""
+    parts = {"base": "model weights", "adapters": "adapters", "gradients": "gradients",
+             "optimizer": "optimizer states"}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.6 * len(budgets) + 1.2))
+    labels = list(budgets)
+    left = np.zeros(len(labels))
+    for i, (key, name) in enumerate(parts.items()):
+        widths = np.array([getattr(budgets[label], key) for label in labels]) / memory.GB
+        ax.barh(labels, widths, left=left, color=f"C{i}", label=name)
+        left += widths
+    for y, total in enumerate(left):
+        ax.annotate(f"{total:,.0f} GB", (total, y), textcoords="offset points", xytext=(4, -4))
+    if limit is not None:
+        ax.axvline(limit / memory.GB, color="k", linestyle="--", linewidth=1, label=limit_label or None)
+    ax.invert_yaxis()
+    ax.set_xlabel("GB")
+    ax.legend(fontsize="small", loc="lower right")
+    return ax.figure

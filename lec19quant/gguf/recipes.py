@@ -1,0 +1,225 @@
+"""Which block format each tensor of a model gets in a GGUF file, and how big the file is.
+
+A file type such as Q4_K_M is a recipe, not one format: llama.cpp's `llama-quantize`
+(src/llama-quant.cpp, here without an importance matrix) starts every 2-D weight from a base
+format and changes a few:
+
+- 1-D tensors and norms stay F32; the output head gets Q6_K (Q8_0 stays Q8_0), and so does the
+  token embedding when it is tied to the head; an untied token embedding keeps the base format.
+- Q4_K_M / Q5_K_M: attn_v and ffn_down get Q6_K in the layers where `use_more_bits` holds —
+  the first and last eighth of the layers and every third layer between them.
+- Q4_K_S: attn_v gets Q5_K in the first 4 layers, ffn_down in the first eighth of the layers.
+- A row length that the chosen block does not divide falls back: Q4_K → Q5_0, Q5_K → Q5_1,
+  Q6_K → Q8_0, Q2_K/Q3_K → Q4_0, and to F16 when even a block of 32 does not divide it.
+
+Mixture-of-experts, Falcon and 70B-specific rules of llama-quant.cpp are not implemented
+(`lec19quant.memory` describes dense models only).
+"""
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import gguf
+
+from .. import memory
+from .blocks import get_format
+
+# file type → (base block format, llama.cpp's LLAMA_FTYPE as stored in general.file_type)
+FTYPES = {
+    "Q4_K_S": ("Q4_K", gguf.LlamaFileType.MOSTLY_Q4_K_S),
+    "Q4_K_M": ("Q4_K", gguf.LlamaFileType.MOSTLY_Q4_K_M),
+    "Q5_K_S": ("Q5_K", gguf.LlamaFileType.MOSTLY_Q5_K_S),
+    "Q5_K_M": ("Q5_K", gguf.LlamaFileType.MOSTLY_Q5_K_M),
+    "Q6_K": ("Q6_K", gguf.LlamaFileType.MOSTLY_Q6_K),
+    "Q8_0": ("Q8_0", gguf.LlamaFileType.MOSTLY_Q8_0),
+}
+FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "Q2_K": "Q4_0", "Q3_K": "Q4_0"}
+PLAIN = {"F32": 4, "F16": 2}  # bytes per weight of the formats that are not blocks
+ALIGNMENT = gguf.GGUF_DEFAULT_ALIGNMENT  # every tensor's data starts at a multiple of 32 bytes
+
+
+def _check_ftype(ftype: str) -> str:
+    if ftype not in FTYPES:
+        raise ValueError(f"unknown file type {ftype!r}; known: {', '.join(FTYPES)}")
+    return FTYPES[ftype][0]
+
+
+def use_more_bits(i_layer: int, n_layers: int) -> bool:
+    """llama.cpp's choice of layers that get more bits: the first and last eighth, and every
+    third layer in between (integer division, as in C)."""
+    return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8 or (i_layer - n_layers // 8) % 3 == 2
+
+
+def fallback(qtype: str, row: int) -> str:
+    """`qtype`, or the format llama.cpp uses instead when a row of `row` weights is not a
+    whole number of its blocks."""
+    if qtype in PLAIN or row % get_format(qtype).block_size == 0:
+        return qtype
+    qtype = FALLBACK.get(qtype, qtype)
+    return qtype if row % get_format(qtype).block_size == 0 else "F16"
+
+
+def _layer(name: str) -> int:
+    match = re.match(r"blk\.(\d+)\.", name)
+    if match is None:
+        raise ValueError(f"{name} has no layer number (blk.N.)")
+    return int(match.group(1))
+
+
+def choose_types(tensors: Mapping | Iterable, ftype: str = "Q4_K_M") -> dict[str, str]:
+    """The format of each tensor in a file of type `ftype` ("Q4_K_M", "Q4_K_S", "Q5_K_M",
+    "Q5_K_S", "Q6_K", "Q8_0"), following llama.cpp's rules (module docstring).
+
+    `tensors` maps GGUF tensor names ("blk.3.attn_v.weight") to shapes as torch writes them,
+    the last dimension being the row (GGUF's ne0), or is an iterable of (name, shape) pairs.
+    """
+    base = _check_ftype(ftype)
+    tensors = dict(tensors.items() if isinstance(tensors, Mapping) else tensors)
+    tied = "output.weight" not in tensors
+    n_attn_v = sum("attn_v.weight" in n or "attn_qkv.weight" in n or "attn_kv_b.weight" in n for n in tensors)
+    n_ffn_down = sum("ffn_down" in n for n in tensors)
+    types = {}
+    for name, shape in tensors.items():
+        shape = tuple(shape)
+        if len(shape) < 2 or not name.endswith("weight") or "_norm.weight" in name:
+            types[name] = "F32"
+            continue
+        qtype = base
+        if name == "output.weight" or (tied and name == "token_embd.weight"):
+            if shape[-1] % get_format(qtype).block_size:
+                qtype = "Q8_0"
+            elif qtype != "Q8_0":
+                qtype = "Q6_K"
+        elif any(k in name for k in ("attn_v.weight", "attn_qkv.weight", "attn_kv_b.weight")):
+            i = _layer(name)
+            if ftype in ("Q4_K_M", "Q5_K_M") and use_more_bits(i, n_attn_v):
+                qtype = "Q6_K"
+            elif ftype == "Q4_K_S" and i < 4:
+                qtype = "Q5_K"
+        elif "ffn_down" in name:
+            i = _layer(name)
+            if ftype in ("Q4_K_M", "Q5_K_M") and use_more_bits(i, n_ffn_down):
+                qtype = "Q6_K"
+            elif ftype == "Q4_K_S" and i < n_ffn_down // 8:
+                qtype = "Q5_K"
+        types[name] = fallback(qtype, shape[-1])
+    return types
+
+
+def tensor_nbytes(qtype: str, shape) -> int:
+    """Bytes of a tensor's data in format `qtype` (shape as torch writes it)."""
+    shape = tuple(shape)
+    n = 1
+    for s in shape:
+        n *= s
+    if qtype in PLAIN:
+        return n * PLAIN[qtype]
+    fmt = get_format(qtype)
+    if shape[-1] % fmt.block_size:
+        raise ValueError(f"rows of {shape[-1]} weights are not a whole number of {fmt.name} blocks of {fmt.block_size}")
+    return n // fmt.block_size * fmt.type_size
+
+
+ARCHITECTURES = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3}
+
+
+def _architecture(config: dict) -> gguf.MODEL_ARCH:
+    model_type = config.get("model_type", "llama")
+    if model_type not in ARCHITECTURES:
+        raise ValueError(f"model_type {model_type!r} is not one of the architectures written here: "
+                         f"{', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[model_type]
+
+
+def model_tensors(config) -> dict[str, tuple[int, ...]]:
+    """GGUF names and shapes (torch order) of the tensors of a dense Llama/Qwen2/Qwen3 model,
+    in the order llama.cpp's converter writes them."""
+    cfg = memory._as_dict(config)
+    arch = _architecture(cfg)
+    s = memory.shape_of(cfg)
+    name = lambda t, **kw: gguf.TENSOR_NAMES[t].format(**kw)  # noqa: E731
+    q, kv = s.h * s.d_head, s.h_kv * s.d_head
+    tensors = {name(gguf.MODEL_TENSOR.TOKEN_EMBD) + ".weight": (s.vocab, s.d)}
+    for i in range(s.n_layers):
+        layer = {
+            gguf.MODEL_TENSOR.ATTN_NORM: (s.d,), gguf.MODEL_TENSOR.ATTN_Q: (q, s.d),
+            gguf.MODEL_TENSOR.ATTN_K: (kv, s.d), gguf.MODEL_TENSOR.ATTN_V: (kv, s.d),
+            gguf.MODEL_TENSOR.ATTN_OUT: (s.d, q), gguf.MODEL_TENSOR.FFN_NORM: (s.d,),
+            gguf.MODEL_TENSOR.FFN_GATE: (s.d_ff, s.d), gguf.MODEL_TENSOR.FFN_UP: (s.d_ff, s.d),
+            gguf.MODEL_TENSOR.FFN_DOWN: (s.d, s.d_ff),
+        }
+        if arch == gguf.MODEL_ARCH.QWEN3:
+            layer |= {gguf.MODEL_TENSOR.ATTN_Q_NORM: (s.d_head,), gguf.MODEL_TENSOR.ATTN_K_NORM: (s.d_head,)}
+        for t, shape in layer.items():
+            tensors[name(t, bid=i) + ".weight"] = shape
+        if arch == gguf.MODEL_ARCH.QWEN2:
+            for t, n in ((gguf.MODEL_TENSOR.ATTN_Q, q), (gguf.MODEL_TENSOR.ATTN_K, kv), (gguf.MODEL_TENSOR.ATTN_V, kv)):
+                tensors[name(t, bid=i) + ".bias"] = (n,)
+    tensors[name(gguf.MODEL_TENSOR.OUTPUT_NORM) + ".weight"] = (s.d,)
+    if not cfg.get("tie_word_embeddings", False):
+        tensors[name(gguf.MODEL_TENSOR.OUTPUT) + ".weight"] = (s.vocab, s.d)
+    return tensors
+
+
+# Without the tokenizer at hand, its three arrays (tokens, token types, merges) are estimated at
+# this many bytes per vocabulary entry: what they take in the running example's GGUF file
+# (SmolLM2-135M-Instruct, a byte-level BPE of 49,152 tokens and 48,900 merges:
+# 762,431 + 196,657 + 808,722 bytes, the keys and array headers included).
+TOKENIZER_BYTES_PER_TOKEN = (762_431 + 196_657 + 808_722) / 49_152
+
+
+def _pad(n: int) -> int:
+    return -(-n // ALIGNMENT) * ALIGNMENT
+
+
+def tensor_info_nbytes(name: str, shape) -> int:
+    """A tensor's entry in the header: name (u64 length + UTF-8), n_dims (u32), dims (u64
+    each), type (u32), offset (u64)."""
+    return 8 + len(name.encode()) + 4 + 8 * len(shape) + 4 + 8
+
+
+@dataclass(frozen=True)
+class FileSize:
+    """The bytes of a GGUF file, by part."""
+
+    tensor_data: int  # every tensor, each padded to 32 bytes
+    header: int  # magic, counts, key/values and tensor infos, padded to 32 bytes
+    tokenizer: int  # the tokenizer's arrays (part of the header)
+    tokenizer_estimated: bool  # True when no tokenizer was given
+    types: dict  # format → number of tensors
+
+    @property
+    def total(self) -> int:
+        return self.tensor_data + self.header
+
+    @property
+    def gb(self) -> float:
+        return self.total / memory.GB
+
+
+def predict_size(config, ftype: str = "Q4_K_M", tokenizer=None, tokenizer_pre: str = "default") -> FileSize:
+    """Bytes of the GGUF file of type `ftype` that `lec19quant.gguf.io.write_gguf` writes for a
+    model described by `config` (a dict or transformers config of a dense Llama/Qwen2/Qwen3).
+
+    Everything is counted as written: each tensor's data (`choose_types`) padded to 32 bytes,
+    each tensor's entry in the header, every key/value of the metadata, and the header padded
+    to 32 bytes. The tokenizer's arrays are counted exactly when `tokenizer` (a transformers
+    tokenizer) is given, else estimated from the vocabulary size (TOKENIZER_BYTES_PER_TOKEN).
+    """
+    from .io import metadata, metadata_nbytes
+
+    cfg = memory._as_dict(config)
+    tensors = model_tensors(cfg)
+    types = choose_types(tensors, ftype)
+    data = sum(_pad(tensor_nbytes(types[n], shape)) for n, shape in tensors.items())
+    keys = metadata(cfg, ftype, tokenizer, tokenizer_pre)
+    arrays = (gguf.Keys.Tokenizer.LIST, gguf.Keys.Tokenizer.TOKEN_TYPE, gguf.Keys.Tokenizer.MERGES)
+    if tokenizer is None:
+        tok = round(TOKENIZER_BYTES_PER_TOKEN * memory.shape_of(cfg).vocab)
+    else:
+        tok = metadata_nbytes({k: v for k, v in keys.items() if k in arrays})
+    header = 4 + 4 + 8 + 8  # magic, version, tensor count, key/value count
+    header += metadata_nbytes({k: v for k, v in keys.items() if k not in arrays}) + tok
+    header += sum(tensor_info_nbytes(n, shape) for n, shape in tensors.items())
+    return FileSize(data, _pad(header), tok, tokenizer is None, dict(Counter(types.values())))

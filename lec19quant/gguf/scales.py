@@ -1,0 +1,153 @@
+"""How llama.cpp chooses the scale (and min) of a sub-block, vectorized across sub-blocks.
+
+These are the searches of ggml's reference quantizer (ggml/src/ggml-quants.c, without an
+importance matrix), written so that they give the same float32 numbers:
+
+- `fit_symmetric` (make_qx_quants): x ≈ s·l with l ∈ [−n, n−1], weights x²; tries 19 scales
+  −(n + 0.1·k)/max for k = −9..9 and keeps the one with the largest (Σw·x·l)² / Σw·l².
+- `fit_scale_min` (make_qkx2_quants): x ≈ s·l + m with l ∈ [0, n], m ≤ 0; starts from
+  s = (max − min)/n and tries nstep + 1 grids, each followed by a weighted least-squares fit
+  of (s, m); a fit that lowers the weighted error is kept, and its m is the `min` that the
+  following grids start from.
+- `refine_symmetric` (make_q3_quants): x ≈ s·l with l ∈ [−4, 3], then moves single codes while
+  that raises (Σw·x·l)² / Σw·l².
+
+Exactness needs the C program's arithmetic: every sum is accumulated in order in float32 (a
+numpy reduction over axis 0 of an (elements, sub-blocks) array is such a loop; numpy's pairwise
+sum over the contiguous axis, or a float64 sum, changes the result), every product is rounded as
+written left to right (x86-64 builds of llama.cpp use no fused multiply-add), and rounding is
+ggml's `nearest_int`. Arrays here are float32 of shape (n, m): n elements of m sub-blocks.
+"""
+import numpy as np
+
+F32 = np.float32
+GROUP_MAX_EPS = F32(1e-15)  # below this max |x| a sub-block counts as all zero
+_MAGIC = F32(12582912.0)  # 1.5 · 2^23
+
+
+def nearest_int(v: np.ndarray) -> np.ndarray:
+    """ggml's nearest_int: the low mantissa bits of v + 1.5·2^23, i.e. round half to even for
+    |v| < 2^22 (and, like the C code, a meaningless but fixed integer beyond, or for NaN)."""
+    bits = (np.asarray(v, dtype=F32) + _MAGIC).view(np.int32)
+    return (bits & 0x7FFFFF) - 0x400000
+
+
+def sequential_sum(a: np.ndarray) -> np.ndarray:
+    """Σ over axis 0, added in order in float32: ((a₀ + a₁) + a₂) + …, as a C loop does."""
+    return np.add.reduce(a, axis=0)
+
+
+def first(x: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
+    return np.take_along_axis(x, np.expand_dims(index, axis), axis=axis).squeeze(axis)
+
+
+def signed_absmax(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """The value of largest magnitude along `axis`, with its sign: the first one on a tie, and
+    +0 when all are ±0 (the C loops start from max = 0 and replace it only when |x| is larger)."""
+    v = first(x, np.abs(x).argmax(axis=axis), axis)
+    return np.where(v == 0, F32(0), v)
+
+
+def fit_symmetric(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """make_qx_quants(n, nmax, x, L, rmse_type=1, NULL): codes L = l + nmax in [0, 2·nmax) and
+    the scale s of each sub-block (x ≈ s·l); an all-zero sub-block (max|x| < 1e-15) gets L = 0
+    and s = 0."""
+    big = signed_absmax(x)
+    zero = np.abs(big) < GROUP_MAX_EPS
+    w = x * x
+    wx = w * x
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        def trial(iscale):
+            l = np.clip(nearest_int(iscale * x), -nmax, nmax - 1)
+            lf = l.astype(F32)
+            return l, sequential_sum(wx * lf), sequential_sum(w * lf * lf)
+
+        l, sumlx, suml2 = trial(F32(-nmax) / big)
+        scale = np.where(suml2 != 0, sumlx / suml2, F32(0))
+        best = scale * sumlx
+        codes = l
+        for k in range(-9, 10):
+            if k == 0:
+                continue
+            l, sumlx, suml2 = trial(-(F32(nmax) + F32(0.1) * F32(k)) / big)
+            better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+            codes = np.where(better, l, codes)
+            scale = np.where(better, sumlx / suml2, scale)
+            best = np.where(better, scale * sumlx, best)
+    codes = np.where(zero, 0, codes + nmax)
+    return codes, np.where(zero, F32(0), scale)
+
+
+def fit_scale_min(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int,
+                  use_mad: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """make_qkx2_quants: codes L in [0, nmax], the scale s and the min m' = −m ≥ 0 of each
+    sub-block (x ≈ s·L − m'), from weights `w`. A sub-block whose max equals min(min, 0) gets
+    L = 0, s = 0 and m' = −min."""
+    lo = np.minimum(x.min(axis=0), F32(0))
+    hi = x.max(axis=0)
+    flat = hi == lo
+    sum_w = sequential_sum(w)
+    sum_x = sequential_sum(w * x)
+
+    def error(scale, lo, codes):
+        diff = scale * codes + lo - x
+        return sequential_sum(w * (np.abs(diff) if use_mad else diff * diff))
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        iscale = F32(nmax) / (hi - lo)
+        scale = F32(1) / iscale
+        codes = np.clip(nearest_int(iscale * (x - lo)), 0, nmax).astype(F32)
+        best = error(scale, lo, codes)
+        start = lo
+        for step in range(nstep + 1):
+            iscale = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / (hi - lo)
+            trial = np.clip(nearest_int(iscale * (x - lo)), 0, nmax).astype(F32)
+            wl = w * trial
+            sum_l, sum_l2, sum_xl = sequential_sum(wl), sequential_sum(wl * trial), sequential_sum(wl * x)
+            det = sum_w * sum_l2 - sum_l * sum_l
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
+            positive = this_min > 0
+            this_scale = np.where(positive, sum_xl / sum_l2, this_scale)
+            this_min = np.where(positive, F32(0), this_min)
+            current = error(this_scale, this_min, trial)
+            better = (det > 0) & (current < best)
+            codes = np.where(better, trial, codes)
+            best = np.where(better, current, best)
+            scale = np.where(better, this_scale, scale)
+            lo = np.where(better, this_min, lo)  # the next grid starts from the new min
+    codes = np.where(flat, 0, codes).astype(np.uint8)
+    return codes, np.where(flat, F32(0), scale), -np.where(flat, start, lo)
+
+
+def refine_symmetric(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """make_q3_quants(n, nmax, x, L, do_rmse=true): codes L = l + nmax in [0, 2·nmax) and the
+    scale of each sub-block, after up to 5 passes that change one code at a time while that
+    raises (Σw·x·l)² / Σw·l² with w = x². All-zero sub-blocks get L = 0 and s = 0."""
+    big = signed_absmax(x)
+    zero = np.abs(big) < GROUP_MAX_EPS
+    w = x * x
+    wx = w * x
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        l = np.clip(nearest_int((F32(-nmax) / big) * x), -nmax, nmax - 1).astype(F32)
+        sumlx = sequential_sum(wx * l)
+        suml2 = sequential_sum(w * l * l)
+        for _ in range(5):  # a pass that changes nothing leaves the next ones nothing to change
+            changed = False
+            for i in range(x.shape[0]):
+                without = sumlx - wx[i] * l[i]
+                sl2 = suml2 - w[i] * l[i] * l[i]
+                new = np.clip(nearest_int(x[i] * sl2 / without), -nmax, nmax - 1).astype(F32)
+                slx = without + wx[i] * new
+                sl2 = sl2 + w[i] * new * new
+                take = (without > 0) & (new != l[i]) & (sl2 > 0) & (slx * slx * suml2 > sumlx * sumlx * sl2)
+                if take.any():
+                    changed = True
+                    l[i] = np.where(take, new, l[i])
+                    sumlx = np.where(take, slx, sumlx)
+                    suml2 = np.where(take, sl2, suml2)
+            if not changed:  # in no sub-block: the C loop stops here too
+                break
+        scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
+    codes = np.where(zero, 0, l.astype(np.int32) + nmax)
+    return codes, np.where(zero, F32(0), scale)

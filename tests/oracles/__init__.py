@@ -1,0 +1,1 @@
+"""Wrappers around external reference implementations that the tests compare against."""

@@ -1,0 +1,177 @@
+"""llama.cpp's own ggml, built from source once per machine and called through ctypes.
+
+The llama-cpp-python sdist on PyPI bundles llama.cpp. Its `ggml-base` CMake target (about 30 s
+on 2 cores) holds the reference quantizers (`ggml_quantize_chunk`, which runs
+quantize_row_*_ref without an importance matrix, as `llama-quantize` does) and each type's
+`to_float`. The library is built into the lec19quant cache directory
+(~/.cache/lec19quant/ggml-llama-cpp-python-<version>/), never into the repository, under a file
+lock so that parallel test processes build it once. It is compiled with -ffp-contract=off: the
+x86-64 builds that llama.cpp ships use no fused multiply-add, and this keeps an arm64 machine
+from contracting a·b + c into one rounding.
+
+    ggml = load()                      # builds on first use: pip download, cmake, make
+    raw = ggml.quantize(x, "Q4_K")     # uint8 (rows, row_bytes)
+    y = ggml.to_float(raw, "Q4_K", n)  # float32 (n,)
+"""
+import contextlib
+import ctypes
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from lec19quant.models import cache_dir
+
+VERSION = "0.3.36"  # llama-cpp-python, which bundles llama.cpp
+SDIST = f"llama-cpp-python=={VERSION}"
+LIBRARY = "libggml-base.so"
+
+
+class NoToolchain(RuntimeError):
+    """cmake or a C/C++ compiler is missing, so ggml cannot be built here."""
+
+
+def build_dir() -> Path:
+    return cache_dir() / f"ggml-llama-cpp-python-{VERSION}"
+
+
+def _toolchain() -> None:
+    missing = [tool for tool in ("cmake",) if shutil.which(tool) is None]
+    if not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+        missing.append("a C compiler (cc/gcc/clang)")
+    if not any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
+        missing.append("a C++ compiler (c++/g++/clang++)")
+    if missing:
+        raise NoToolchain(f"building llama.cpp's ggml needs {' and '.join(missing)}")
+
+
+def _run(cmd: list[str], log: Path, cwd: Path | None = None) -> None:
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        result = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode:
+        tail = "\n".join(log.read_text().splitlines()[-30:])
+        raise RuntimeError(f"{' '.join(cmd[:4])} … failed (exit {result.returncode}); the log {log} ends:\n{tail}")
+
+
+def _llama_cpp_sources(tarball: Path, into: Path) -> Path:
+    """Extract vendor/llama.cpp from the sdist, without its test models and docs."""
+    with tarfile.open(tarball) as tar:
+        prefix = tar.getnames()[0].split("/")[0] + "/vendor/llama.cpp/"
+        skip = tuple(prefix + d for d in ("models/", "docs/", "media/", "tools/", "examples/"))
+        members = [m for m in tar.getmembers() if m.name.startswith(prefix) and not m.name.startswith(skip)]
+        tar.extractall(into, members=members, filter="data")
+    return into / prefix
+
+
+def build(target: Path) -> Path:
+    """Download the sdist, configure llama.cpp and build ggml-base; returns the library path."""
+    _toolchain()
+    target.mkdir(parents=True, exist_ok=True)
+    log = target / "build.log"
+    log.write_text("")
+    with tempfile.TemporaryDirectory(prefix="ggml-build-") as tmp:
+        tmp = Path(tmp)
+        _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+              SDIST, "-d", str(tmp)], log)
+        source = _llama_cpp_sources(next(tmp.glob("llama_cpp_python-*.tar.gz")), tmp / "src")
+        build = tmp / "build"
+        _run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+              "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=OFF", "-DGGML_OPENMP=OFF", "-DLLAMA_CURL=OFF",
+              "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
+              "-DLLAMA_BUILD_SERVER=OFF", "-DCMAKE_C_FLAGS=-ffp-contract=off",
+              "-DCMAKE_CXX_FLAGS=-ffp-contract=off"], log)
+        _run(["cmake", "--build", str(build), "--target", "ggml-base", "-j", str(os.cpu_count() or 2)], log)
+        built = next(p for p in build.rglob("libggml-base.so*") if p.is_file() and not p.is_symlink())
+        partial = target / (LIBRARY + ".partial")
+        shutil.copy(built, partial)
+        os.replace(partial, target / LIBRARY)  # atomic: a reader sees no library or a whole one
+    return target / LIBRARY
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class _Traits(ctypes.Structure):  # struct ggml_type_traits (ggml.h)
+    _fields_ = [("type_name", ctypes.c_char_p), ("blck_size", ctypes.c_int64),
+                ("blck_size_interleave", ctypes.c_int64), ("type_size", ctypes.c_size_t),
+                ("is_quantized", ctypes.c_bool), ("to_float", ctypes.c_void_p),
+                ("from_float_ref", ctypes.c_void_p)]
+
+
+_TO_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_int64)
+
+
+class GGML:
+    """ggml's reference quantizers and dequantizers, by GGUF type name ("Q4_K")."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lib = ctypes.CDLL(str(path))
+        self.lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+        self.lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                                 ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        self.lib.ggml_get_type_traits.restype = ctypes.POINTER(_Traits)
+        self.lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
+
+    def traits(self, qtype: str) -> _Traits:
+        return self.lib.ggml_get_type_traits(gguf.GGMLQuantizationType[qtype].value).contents
+
+    def row_bytes(self, qtype: str, n: int) -> int:
+        t = self.traits(qtype)
+        return n // t.blck_size * t.type_size
+
+    def quantize(self, x: np.ndarray, qtype: str) -> np.ndarray:
+        """ggml_quantize_chunk(type, rows of x, …, imatrix=NULL): uint8 (rows, row_bytes)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        rows = x.reshape(-1, x.shape[-1])
+        out = np.zeros((rows.shape[0], self.row_bytes(qtype, rows.shape[1])), dtype=np.uint8)
+        written = self.lib.ggml_quantize_chunk(gguf.GGMLQuantizationType[qtype].value, rows.ctypes.data,
+                                               out.ctypes.data, 0, rows.shape[0], rows.shape[1], None)
+        assert written == out.nbytes
+        return out
+
+    def to_float(self, raw: np.ndarray, qtype: str, n: int) -> np.ndarray:
+        """The type's to_float on `raw`: float32 (n,)."""
+        raw = np.ascontiguousarray(raw, dtype=np.uint8)
+        assert raw.nbytes == self.row_bytes(qtype, n)
+        out = np.empty(n, dtype=np.float32)
+        _TO_FLOAT(self.traits(qtype).to_float)(raw.ctypes.data, out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), n)
+        return out
+
+
+def load() -> GGML:
+    """ggml from the cache directory, built first if it is not there yet (raises NoToolchain
+    when it cannot be built here)."""
+    target = build_dir()
+    with _locked(target):
+        path = target / LIBRARY
+        if not path.is_file():
+            build(target)
+    return GGML(path)
+
+
+@pytest.fixture(scope="session")
+def ggml() -> GGML:
+    """The oracle for a test session; skipped, saying why, only where no toolchain exists."""
+    try:
+        return load()
+    except NoToolchain as e:
+        pytest.skip(f"llama.cpp's ggml cannot be built on this machine: {e}")
