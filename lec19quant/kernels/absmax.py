@@ -50,7 +50,9 @@ def absmax_blockwise(x, codes, absmax, block_size: int, qmax: int) -> None:
         raise ValueError(f"the Triton kernel takes blocks of at most {MAX_BLOCK}, got {block_size}")
     constexprs = tile(block_size)
     grid = (triton.cdiv(absmax.numel(), constexprs["ROWS"]),)
-    absmax_blockwise_kernel[grid](x, codes, absmax, x.numel(), absmax.numel(), QMAX=qmax, **constexprs)
+    # No fused multiply-adds: fma(x, s, −floor(x·s)) would round x·s differently from torch.
+    absmax_blockwise_kernel[grid](x, codes, absmax, x.numel(), absmax.numel(), QMAX=qmax,
+                                  enable_fp_fusion=False, **constexprs)
 
 
 # What tests/compile_kernels.py compiles for sm_75 and sm_80: (kernel, signature, constexprs).
