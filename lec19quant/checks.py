@@ -479,3 +479,134 @@ def check_adamw_step(student: Callable) -> Passed:
 
     return _run("check_adamw_step", lambda c: student(*(t.clone() for t in c[:4]), *c[4:]), cases, wants,
                 same, lambda c: f"step {c[4]}, lr {c[5]}, betas {c[6]}, weight decay {c[8]}", "steps")
+
+
+def _fake_quantize_cases() -> list[tuple]:
+    """(x, Δ, z, qmin, qmax) that test fake quantization: power-of-two steps (so x/Δ is exact and
+    so are its ties), values at and beyond the ends of the range, per-row steps, an outlier."""
+    g = torch.Generator().manual_seed(2)
+    ties = torch.arange(-10.5, 10.0, 0.5) * 0.25
+    rows = torch.randn(4, 16, generator=g)
+    outlier = torch.randn(64, generator=g)
+    outlier[17] = 100.0
+    return [(torch.randn(48, generator=g) * 0.7, 0.125, 0, -8, 7), (ties, 0.25, 0, -8, 7),
+            (ties, 0.25, 3, -8, 7), (torch.rand(64, generator=g) * 3 - 0.5, 2.0**-6, -96, -128, 127),
+            (rows, torch.tensor([[0.5], [0.25], [2.0**-4], [1.0]]), 0, -2, 1), (outlier, 0.5, 0, -8, 7)]
+
+
+def _describe_fq(case) -> str:
+    x, step, zero, qmin, qmax = case
+    step = step.flatten().tolist() if isinstance(step, torch.Tensor) else step
+    return f"{_describe(x)}, Δ = {step}, z = {zero}, qmin = {qmin}, qmax = {qmax}"
+
+
+@dataclass(frozen=True)
+class _ValueAndGradient:
+    """What a fake quantizer returned and the gradient it passed back, shown briefly."""
+
+    value: torch.Tensor
+    gradient: torch.Tensor
+
+    def __repr__(self) -> str:
+        def head(t):
+            values = [round(v, 4) for v in t.flatten()[:8].tolist()]
+            return f"{values[:-1] + ['…'] if t.numel() > 8 else values}".replace("'…'", "…")
+
+        return f"(x̂ = {head(self.value)}, gradient = {head(self.gradient)})"
+
+
+def _value_and_grad(function, case) -> _ValueAndGradient:
+    """function(x, Δ, z, qmin, qmax) and the gradient of Σ g·x̂ with respect to x."""
+    x, step, zero, qmin, qmax = case
+    x = x.clone().requires_grad_()
+    x_hat = torch.as_tensor(function(x, step, zero, qmin, qmax))
+    if x_hat.requires_grad:
+        (x_hat * torch.linspace(-1, 2, x.numel()).reshape(x_hat.shape)).sum().backward()
+    grad = x.grad if x.grad is not None else torch.zeros_like(x)  # round alone gives none
+    return _ValueAndGradient(x_hat.detach().float(), grad)
+
+
+def check_fake_quantize(student: Callable) -> Passed:
+    """student(x, Δ, z, qmin, qmax) must return x̂ = (clamp(round(x/Δ) + z, qmin, qmax) − z)·Δ
+    (ties to even) that backpropagates the clipped straight-through estimate: the incoming
+    gradient where round(x/Δ) + z is inside [qmin, qmax], 0 elsewhere."""
+    from .qat import fake_quantize
+
+    cases = _fake_quantize_cases()
+
+    def same(got, want):
+        return (torch.equal(got.value.reshape(want.value.shape), want.value)
+                and torch.equal(got.gradient, want.gradient))
+
+    return _run("check_fake_quantize", lambda case: _value_and_grad(student, case), cases,
+                [_value_and_grad(lambda *a: fake_quantize(*a, backend="torch"), c) for c in cases], same,
+                _describe_fq, "cases (values and gradients)")
+
+
+def check_lsq_gradient(student: Callable) -> Passed:
+    """student(x, Δ, qmin, qmax) must return ∂x̂/∂Δ for every element of x (zero point 0), the
+    gradient LSQ learns the step with: round(x/Δ) − x/Δ inside the range, qmin or qmax beyond it."""
+    from .qat import fake_quantize
+
+    cases = [c for c in _fake_quantize_cases() if c[2] == 0]
+
+    def expected(case):
+        x, step, _, qmin, qmax = case
+        steps = torch.as_tensor(step, dtype=torch.float32).expand(x.shape).clone().requires_grad_()
+        fake_quantize(x, steps, 0, qmin, qmax, backend="torch").sum().backward()
+        return steps.grad
+
+    def same(got, want):
+        got = torch.as_tensor(got, dtype=torch.float32)
+        return got.shape == want.shape and bool(torch.allclose(got, want, rtol=1e-6, atol=1e-6))
+
+    return _run("check_lsq_gradient", lambda c: student(c[0].clone(), c[1], c[3], c[4]), cases,
+                [expected(c) for c in cases], same, _describe_fq, "cases")
+
+
+def llm_int8_cases() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """(x, w, threshold) that test LLM.int8(): planted outlier columns (one large on every row, one
+    exactly at the threshold, one negative, one at a single token), an entry just below the
+    threshold, no outliers at all, and every column an outlier."""
+    g = torch.Generator().manual_seed(2)
+    cases = []
+    for m, k, n in [(1, 8, 3), (6, 64, 16), (32, 300, 20)]:
+        x, w = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g) / math.sqrt(k)
+        x[:, 1] *= 15
+        x[-1, 2], x[0, 3], x[m // 2, k - 1] = 6.0, -9.0, 60.0
+        x[0, 4] = 5.99
+        cases.append((x, w, 6.0))
+    cases.append((cases[1][0].clamp(-5, 5), cases[1][1], 6.0))  # no outliers
+    cases.append((cases[1][0], cases[1][1], 0.01))  # (nearly) every column
+    return cases
+
+
+def check_outlier_columns(student: Callable) -> Passed:
+    """student(x, threshold) must return the indices of the columns of x (M, K) that have any
+    |x| ≥ threshold, LLM.int8()'s outlier features (in any order)."""
+    from .int8 import outlier_columns
+
+    cases = llm_int8_cases()
+    return _run("check_outlier_columns", lambda case: student(case[0].clone(), case[2]), cases,
+                [sorted(outlier_columns(x, t).tolist()) for x, _, t in cases],
+                lambda got, want: sorted(torch.as_tensor(got).flatten().tolist()) == want,
+                lambda case: f"x {tuple(case[0].shape)}, threshold {case[2]}", "matrices")
+
+
+def check_llm_int8_matmul(student: Callable) -> Passed:
+    """student(x, w, threshold) must return X·W by LLM.int8() as the paper writes it: the columns of
+    X with any |x| ≥ threshold times the matching rows of W in 16-bit, plus vector-wise int8 of the
+    rest (rows of X without those columns, columns of W). Compared within 0.1% of the largest
+    output: 16-bit and float32 weights both pass, int8 without decomposition does not."""
+    from .int8 import llm_int8_matmul
+
+    cases = llm_int8_cases()
+    wants = [llm_int8_matmul(x, w, t, variant="paper", backend="torch") for x, w, t in cases]
+
+    def same(got, want):
+        got = torch.as_tensor(got, dtype=torch.float32).reshape(want.shape)
+        return bool(torch.allclose(got, want, rtol=0, atol=1e-3 * want.abs().max().item()))
+
+    return _run("check_llm_int8_matmul", lambda case: student(case[0].clone(), case[1].clone(), case[2]),
+                cases, wants, same, lambda case: f"x {tuple(case[0].shape)}, w {tuple(case[1].shape)}, "
+                f"threshold {case[2]}", "products")
