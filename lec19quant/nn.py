@@ -89,12 +89,15 @@ def named_schemes() -> dict:
     from .int8 import W8A8
 
     schemes = [W8A8("tensor"), W8A8("token")]
-    from .gguf.linear import GGUFWeights
+    from .nvfp4 import FourBit
 
-    schemes += [GGUFWeights(f) for f in ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "Q3_K", "Q2_K")]
+    schemes += [FourBit(fmt, activations) for fmt in ("nvfp4", "mxfp4") for activations in (False, True)]
     from .qlora import NF4Scheme
 
     schemes += [NF4Scheme()]
+    from .gguf.linear import GGUFWeights
+
+    schemes += [GGUFWeights(f) for f in ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "Q3_K", "Q2_K")]
     return {s.name: s for s in schemes}
 
 

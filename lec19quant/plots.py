@@ -238,17 +238,18 @@ def scale_windows(x, ax=None):
     t = q.tensor_scale.item()
     for colour, (label, scale) in enumerate([("one level", 1.0), (f"two levels, t = {t:.2g}", t)], start=1):
         lo, hi = E4M3_MIN * scale, E4M3_MAX * scale
-        below, above = (needed < lo).mean(), (needed > hi).mean()
+        below, above = int((needed < lo).sum()), int((needed > hi).sum())
         ax.axvspan(lo, hi, ymin=0.5 * (colour - 1), ymax=0.5 * colour, color=f"C{colour}", alpha=0.15,
-                   label=f"E4M3 range, {label}: {below:.1%} of blocks below, {above:.1%} above")
+                   label=f"E4M3 range, {label}: {below:,} blocks below it, {above:,} above")
         low, high = min(low, np.log2(lo)), max(high, np.log2(hi))
     ax.hist(needed, bins=np.logspace(np.log2(needed.min()), np.log2(needed.max()), 80, base=2),
-            color="C0", label="max|x_b| / 6 of each block")
+            color="C0", label=f"max|x_b| / 6 of each of the {needed.size:,} blocks")
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
     ax.set_xlim(2 ** (low - 1), 2 ** (high + 1))
     ax.set_xlabel("block scale")
     ax.set_ylabel("blocks")
-    ax.legend(loc="upper left", fontsize="small")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="small")
     return ax.figure
 
 
@@ -267,7 +268,8 @@ def format_errors(results: dict, ax=None):
     ax.set_yticks(range(len(names)), [f"{n} ({bits[n]:.2f} bits)" for n in names])
     ax.invert_yaxis()
     ax.set_xlabel("SQNR (dB, higher is better)")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(results), frameon=False,
+              fontsize="small")
     ax.grid(axis="x", alpha=0.3)
     return ax.figure
 

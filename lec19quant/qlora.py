@@ -277,6 +277,11 @@ class Linear4bit(nn.Module):
         y = _NF4Linear.apply(x, self)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes as stored: the packed codes, the absmax values (or their codes, a₂ and μ) and the bias."""
+        return sum(t.nbytes for t in (*self.buffers(), *self.parameters()))
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"blocksize={self.blocksize}, double_quant={self.double_quant}")
