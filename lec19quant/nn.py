@@ -98,6 +98,9 @@ def named_schemes() -> dict:
     from .gguf.linear import GGUFWeights
 
     schemes += [GGUFWeights(f) for f in ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "Q3_K", "Q2_K")]
+    from .int8 import LLMInt8
+
+    schemes += [LLMInt8(), LLMInt8(variant="paper")]
     return {s.name: s for s in schemes}
 
 

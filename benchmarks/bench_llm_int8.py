@@ -1,0 +1,80 @@
+"""LLM.int8() layers (Int8Linear, bitsandbytes' variant, threshold 6) against a 16-bit Linear and
+bitsandbytes' Linear8bitLt, per call of y = x·Wᵀ, at decoding (M = 1, 16) and prefill sizes.
+
+    python benchmarks/bench_llm_int8.py [--save]
+
+Inputs are Gaussian with 8 outlier columns (|x| up to 20), about 0.2% of 4096.
+On a CPU: the torch reference (float32 x) at 4096×4096, M = 1, 16, 256.
+On a CUDA GPU: the Triton kernels (float16 x) at 4096×4096 and 8192×8192, M = 1, 16, 512, 4096;
+"int8 part only" is the same layer with threshold 0 (no outlier columns to find or gather).
+Every layer quantizes x on each call, as in inference; the weights are quantized once.
+"""
+import argparse
+import importlib.util
+import logging
+
+import torch
+from harness import machine, median_seconds, print_table, save
+from torch import nn
+
+from lec19quant import int8
+
+CPU_SHAPES = [(m, 4096) for m in (1, 16, 256)]
+GPU_SHAPES = [(m, k) for k in (4096, 8192) for m in (1, 16, 512, 4096)]
+OUTLIERS = 8
+
+
+def activations(m: int, k: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+    x = torch.randn(m, k, device=device)
+    columns = torch.randperm(k, device=device)[:OUTLIERS]
+    x[:, columns] = torch.linspace(8, 20, OUTLIERS, device=device)
+    return x.to(dtype)
+
+
+def bitsandbytes_linear(linear: nn.Linear, device: str):
+    """bitsandbytes' Linear8bitLt with LLM.int8()'s threshold, or None when it is not installed."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return None
+    import bitsandbytes as bnb
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # not a warning per call for float32 x
+    layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=False,
+                                has_fp16_weights=False, threshold=6.0)
+    layer.load_state_dict(linear.state_dict())
+    return layer.to(device).eval()  # in training mode it skips the outliers
+
+
+@torch.inference_mode()
+def rows(shapes, device: str, dtype: torch.dtype, backend: str) -> list[dict]:
+    out = []
+    for m, k in shapes:
+        linear = nn.Linear(k, k, bias=False, device=device, dtype=dtype)
+        x = activations(m, k, device, dtype)
+        ours = int8.Int8Linear.from_linear(linear, threshold=6.0, backend=backend)
+        int8_only = int8.Int8Linear.from_linear(linear, threshold=0, backend=backend)
+        reference = bitsandbytes_linear(linear, device)
+        row = {"M": m, "K = N": k, f"{str(dtype)[6:]} ms": median_seconds(lambda: linear(x)) * 1e3,
+               "LLM.int8() ms": median_seconds(lambda: ours(x)) * 1e3,
+               "int8 part only ms": median_seconds(lambda: int8_only(x)) * 1e3}
+        row["bitsandbytes ms"] = float("nan") if reference is None else median_seconds(lambda: reference(x)) * 1e3
+        out.append(row)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--save", action="store_true")
+    args = parser.parse_args()
+    on_gpu = torch.cuda.is_available()
+    if on_gpu:
+        table = rows(GPU_SHAPES, "cuda", torch.float16, "triton")
+    else:
+        table = rows(CPU_SHAPES, "cpu", torch.float32, "torch")
+    print_table(f"LLM.int8() y = x·Wᵀ on {machine()}, torch {torch.__version__}", table,
+                {k: ".3f" for k in table[0] if k.endswith("ms")})
+    if args.save:
+        save("llm_int8_gpu" if on_gpu else "llm_int8_cpu", table, outlier_columns=OUTLIERS)
+
+
+if __name__ == "__main__":
+    main()
