@@ -37,13 +37,17 @@ def rows(kind: str) -> np.ndarray:
         return normal
     if kind == "ties":  # values on rounding midpoints of the 8-bit and 4-bit grids
         return np.tile(np.arange(-127.5, 128.5, 0.5, dtype=np.float32)[:K], (2, 1))
+    if kind == "opposite extremes":  # +a and −a in every block, in either order
+        normal[:, 3::16], normal[:, 9::16] = 4.0, -4.0
+        normal[1::2, 3::16], normal[1::2, 9::16] = -4.0, 4.0
+        return normal
     if kind == "one-sided":
         return np.abs(normal) + np.float32(3)
     raise ValueError(kind)
 
 
 KINDS = ["gaussian", "heavy-tailed", "all-zero", "signed zeros", "constant", "tiny", "subnormal", "huge outlier",
-         "ties", "one-sided"]
+         "ties", "opposite extremes", "one-sided"]
 
 
 def same_floats(a, b) -> bool:

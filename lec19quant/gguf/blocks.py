@@ -52,8 +52,21 @@ def _c_int(v: np.ndarray) -> np.ndarray:
         return v.astype(np.int32)
 
 
-def _u32_bytes(v: np.ndarray) -> np.ndarray:
-    return v.astype("<u4").view(np.uint8).reshape(-1, 4)
+def _half_words(v: np.ndarray) -> np.ndarray:
+    """float32 (n,) → the IEEE fp16 bits (1, n) as uint16, rounded to nearest even."""
+    return v.astype("<f2").view("<u2")[None]
+
+
+def _byte_words(b: np.ndarray) -> np.ndarray:
+    """Bytes in columns (2k, n) → (k, n) little-endian uint16 words: b[2i] | b[2i+1] << 8."""
+    b = b.astype("<u2")
+    return b[0::2] | (b[1::2] << 8)
+
+
+def _block_rows(*words: np.ndarray) -> np.ndarray:
+    """Blocks as rows of bytes (n, 2k) from their k uint16 words in columns ((k_i, n) each):
+    one transpose of 2-byte words, much faster than transposing byte by byte."""
+    return np.ascontiguousarray(np.concatenate(words).T).view(np.uint8)
 
 
 def _reciprocal(d: np.ndarray) -> np.ndarray:
@@ -104,8 +117,13 @@ def _nibbles(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def _columns(x: np.ndarray, n: int) -> np.ndarray:
-    """Blocks (b, k·n) as sub-blocks in columns: (n, b·k), one sub-block of n values per column."""
-    return np.ascontiguousarray(x.reshape(-1, n).T)
+    """Blocks (b, k·n) as sub-blocks in columns: (n, b·k), one sub-block of n values per column
+    (transposed 256 sub-blocks at a time, which stay in the cache)."""
+    rows = x.reshape(-1, n)
+    out = np.empty((n, rows.shape[0]), rows.dtype)
+    for i in range(0, rows.shape[0], 256):
+        out[:, i:i + 256] = rows[i:i + 256].T
+    return out
 
 
 # ---- bytes (torch side) ---------------------------------------------------------------------
@@ -171,7 +189,7 @@ class Q8_0(BlockFormat):
         d = _absmax(x) / F32(127)
         with np.errstate(over="ignore", invalid="ignore"):
             q = _roundf(x * _reciprocal(d))
-        return np.concatenate([_half_bytes(d), q.astype(np.int8).view(np.uint8).T], axis=1)
+        return _block_rows(_half_words(d), _byte_words(q.astype(np.int8).view(np.uint8)))
 
     def unpack(self, raw):
         return {"d": _half(raw, 0), "codes": raw[:, 2:].view(torch.int8)}
@@ -234,9 +252,10 @@ def _unpack5(raw: torch.Tensor, qh_at: int) -> torch.Tensor:
 
 
 def _pack5(q: np.ndarray) -> list[np.ndarray]:
-    """[qh, qs] bytes of five-bit codes in columns (32, n): qh (n, 4), qs (n, 16)."""
+    """The words of five-bit codes in columns (32, n): qh (2, n), the little-endian uint32 of
+    their fifth bits, and qs (8, n), their low nibbles."""
     qh = (((q >> 4) & 1).astype(np.uint32) << np.arange(32, dtype=np.uint32)[:, None]).sum(axis=0, dtype=np.uint32)
-    return [_u32_bytes(qh), _nibbles(q[:16], q[16:]).T]
+    return [np.stack([qh & 0xFFFF, qh >> 16]).astype("<u2"), _byte_words(_nibbles(q[:16], q[16:]))]
 
 
 class Q4_0(_Offset32):
@@ -245,7 +264,7 @@ class Q4_0(_Offset32):
 
     def quantize_blocks(self, x):
         d, q = self.codes(_columns(x, 32))
-        return np.concatenate([_half_bytes(d), _nibbles(q[:16], q[16:]).T], axis=1)
+        return _block_rows(_half_words(d), _byte_words(_nibbles(q[:16], q[16:])))
 
     def unpack(self, raw):
         return {"d": _half(raw, 0), "codes": torch.cat(_low_high(raw[:, 2:]), dim=1)}
@@ -257,7 +276,7 @@ class Q5_0(_Offset32):
 
     def quantize_blocks(self, x):
         d, q = self.codes(_columns(x, 32))
-        return np.concatenate([_half_bytes(d), *_pack5(q)], axis=1)
+        return _block_rows(_half_words(d), *_pack5(q))
 
     def unpack(self, raw):
         return {"d": _half(raw, 0), "codes": _unpack5(raw, 2)}
@@ -269,7 +288,7 @@ class Q4_1(_MinMax32):
 
     def quantize_blocks(self, x):
         d, m, q = self.codes(_columns(x, 32))
-        return np.concatenate([_half_bytes(d), _half_bytes(m), _nibbles(q[:16], q[16:]).T], axis=1)
+        return _block_rows(_half_words(d), _half_words(m), _byte_words(_nibbles(q[:16], q[16:])))
 
     def unpack(self, raw):
         return {"d": _half(raw, 0), "m": _half(raw, 2), "codes": torch.cat(_low_high(raw[:, 4:]), dim=1)}
@@ -281,7 +300,7 @@ class Q5_1(_MinMax32):
 
     def quantize_blocks(self, x):
         d, m, q = self.codes(_columns(x, 32))
-        return np.concatenate([_half_bytes(d), _half_bytes(m), *_pack5(q)], axis=1)
+        return _block_rows(_half_words(d), _half_words(m), *_pack5(q))
 
     def unpack(self, raw):
         return {"d": _half(raw, 0), "m": _half(raw, 2), "codes": _unpack5(raw, 4)}

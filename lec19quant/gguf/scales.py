@@ -132,21 +132,26 @@ def refine_symmetric(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
         l = np.clip(nearest_int((F32(-nmax) / big) * x), -nmax, nmax - 1).astype(F32)
         sumlx = sequential_sum(wx * l)
         suml2 = sequential_sum(w * l * l)
-        for _ in range(5):  # a pass that changes nothing leaves the next ones nothing to change
-            changed = False
+        # a sub-block whose pass changes nothing stops (the C loop breaks), so each pass after
+        # the first looks only at the sub-blocks that the one before changed
+        active = slice(None)
+        for _ in range(5):
+            xa, wa, wxa, la = x[:, active], w[:, active], wx[:, active], l[:, active]
+            sx, s2 = sumlx[active], suml2[active]
+            changed = np.zeros(la.shape[1], dtype=bool)
             for i in range(x.shape[0]):
-                without = sumlx - wx[i] * l[i]
-                sl2 = suml2 - w[i] * l[i] * l[i]
-                new = np.clip(nearest_int(x[i] * sl2 / without), -nmax, nmax - 1).astype(F32)
-                slx = without + wx[i] * new
-                sl2 = sl2 + w[i] * new * new
-                take = (without > 0) & (new != l[i]) & (sl2 > 0) & (slx * slx * suml2 > sumlx * sumlx * sl2)
-                if take.any():
-                    changed = True
-                    l[i] = np.where(take, new, l[i])
-                    sumlx = np.where(take, slx, sumlx)
-                    suml2 = np.where(take, sl2, suml2)
-            if not changed:  # in no sub-block: the C loop stops here too
+                without = sx - wxa[i] * la[i]
+                sl2 = s2 - wa[i] * la[i] * la[i]
+                new = np.clip(nearest_int(xa[i] * sl2 / without), -nmax, nmax - 1).astype(F32)
+                slx = without + wxa[i] * new
+                sl2 = sl2 + wa[i] * new * new
+                take = (without > 0) & (new != la[i]) & (sl2 > 0) & (slx * slx * s2 > sx * sx * sl2)
+                la[i] = np.where(take, new, la[i])
+                sx, s2 = np.where(take, slx, sx), np.where(take, sl2, s2)
+                changed |= take
+            l[:, active], sumlx[active], suml2[active] = la, sx, s2
+            active = np.flatnonzero(changed) if isinstance(active, slice) else active[changed]
+            if not len(active):
                 break
         scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
     codes = np.where(zero, 0, l.astype(np.int32) + nmax)
