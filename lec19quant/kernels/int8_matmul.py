@@ -9,14 +9,11 @@ import triton.language as tl
 
 
 @triton.jit
-def int8_matmul_kernel(
-    a_ptr, b_ptr, c_ptr, M, N, K,
-    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):
+def exact_int8_tile(a_ptr, b_ptr, rm, rn, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The int32 tile A[rm, :]·B[:, rn] (BLOCK_M, BLOCK_N) of int8 A (M, K) and B (K, N), exact:
+    float16 tl.dots of BLOCK_K slices, each converted to int32 and summed in int32."""
     tl.static_assert(BLOCK_K * 128 * 128 <= 2**24, "float32 partial sums would not be exact")
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     for k0 in range(0, K, BLOCK_K):
@@ -25,8 +22,20 @@ def int8_matmul_kernel(
                     mask=(rm[:, None] < M) & (k[None, :] < K), other=0)
         b = tl.load(b_ptr + k[:, None] * stride_bk + rn[None, :] * stride_bn,
                     mask=(k[:, None] < K) & (rn[None, :] < N), other=0)
-        partial = tl.dot(a.to(tl.float16), b.to(tl.float16), out_dtype=tl.float32)
-        acc += partial.to(tl.int32)
+        acc += tl.dot(a.to(tl.float16), b.to(tl.float16), out_dtype=tl.float32).to(tl.int32)
+    return acc
+
+
+@triton.jit
+def int8_matmul_kernel(
+    a_ptr, b_ptr, c_ptr, M, N, K,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = exact_int8_tile(a_ptr, b_ptr, rm, rn, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                          BLOCK_M, BLOCK_N, BLOCK_K)
     tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :] * stride_cn, acc,
              mask=(rm[:, None] < M) & (rn[None, :] < N))
 

@@ -5,17 +5,14 @@ Matches the torch reference in `lec19quant.int8` (`split_outliers`, `llm_int8_ma
 columns, codes and scales bit for bit, and the int8 part of Y bit for bit; the outlier part is a
 float32 product whose sums run in another order.
 
-The int8 product is the exact technique of int8_matmul.py, for GPUs without an int8 tl.dot (T4):
-each BLOCK_K slice is a float16 tl.dot with float32 accumulation (int8 values are exact in float16,
-and a slice's partial sums, |·| ≤ BLOCK_K · 128² ≤ 2^24, are exact in float32), converted to int32
-and summed in int32.
+The int8 product is int8_matmul.py's exact one, for GPUs without an int8 tl.dot (T4).
 """
 import torch
 import triton
 import triton.language as tl
 
 from .absmax import round_half_even
-from .int8_matmul import tile
+from .int8_matmul import exact_int8_tile, tile
 
 
 @triton.jit
@@ -71,18 +68,10 @@ def int8_outlier_matmul_kernel(
 ):
     """Y = (A·B) / (s_a ⊗ s_b) + X[:, cols]·Wo[cols, :] (+ bias), A (M, K) and B (K, N) int8.
     Wo is the 16-bit W (paper) or, with DEQUANTIZE, B itself, dequantized as B / s_b (bitsandbytes)."""
-    tl.static_assert(BLOCK_K * 128 * 128 <= 2**24, "float32 partial sums would not be exact")
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + rk
-        a = tl.load(a_ptr + rm[:, None] * stride_am + k[None, :] * stride_ak,
-                    mask=(rm[:, None] < M) & (k[None, :] < K), other=0)
-        b = tl.load(b_ptr + k[:, None] * stride_bk + rn[None, :] * stride_bn,
-                    mask=(k[:, None] < K) & (rn[None, :] < N), other=0)
-        acc += tl.dot(a.to(tl.float16), b.to(tl.float16), out_dtype=tl.float32).to(tl.int32)
+    acc = exact_int8_tile(a_ptr, b_ptr, rm, rn, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                          BLOCK_M, BLOCK_N, BLOCK_K)
     s_a = tl.load(sa_ptr + rm, mask=rm < M, other=0.0)
     s_b = tl.load(sb_ptr + rn, mask=rn < N, other=0.0)
     outer = s_a[:, None] * s_b[None, :]
