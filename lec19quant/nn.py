@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .quantize import absmax_blockwise, dequantize_blockwise
+from .quantize import absmax_blockwise, check_granularity, dequantize_blockwise
 
 
 class QuantizedLinear(nn.Module):
@@ -57,12 +57,7 @@ class WeightOnlyRTN:
     def __post_init__(self):
         if not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
             raise ValueError(f"bits must be an int from 2 to 8, got {self.bits!r}")
-        if self.granularity not in ("tensor", "row", "group"):
-            raise ValueError(f"granularity must be 'tensor', 'row' or 'group', got {self.granularity!r}")
-        if (self.granularity == "group") != (self.group_size is not None):
-            raise ValueError("group_size is required for granularity 'group' and only for it")
-        if self.group_size is not None and (not isinstance(self.group_size, int) or self.group_size < 1):
-            raise ValueError(f"group_size must be a positive int, got {self.group_size!r}")
+        check_granularity(self.granularity, self.group_size, ("tensor", "row", "group"))
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ from torch import nn
 
 from .kernels import BACKENDS, use_triton
 from .nn import QuantizationReport, model_nbytes, quantize_model
-from .quantize import FLOAT_DTYPES
+from .quantize import FLOAT_DTYPES, check_granularity
 
 MAX_CODE = 2**24  # integers beyond this are not exact in float32
 
@@ -196,12 +196,7 @@ class FakeQuantConfig:
 
     def __post_init__(self):
         qrange(self.bits)
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
-        if (self.granularity == "group") != (self.group_size is not None):
-            raise ValueError("group_size is required for granularity 'group' and only for it")
-        if self.group_size is not None and (not isinstance(self.group_size, int) or self.group_size < 1):
-            raise ValueError(f"group_size must be a positive int, got {self.group_size!r}")
+        check_granularity(self.granularity, self.group_size, GRANULARITIES)
 
     @property
     def name(self) -> str:

@@ -23,6 +23,17 @@ def _check_bits(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
+def check_granularity(granularity: str, group_size: int | None, allowed: tuple[str, ...]) -> None:
+    """A clear error unless `granularity` is one of `allowed` and a positive int group_size is given
+    exactly when it is "group"."""
+    if granularity not in allowed:
+        raise ValueError(f"granularity must be one of {allowed}, got {granularity!r}")
+    if (granularity == "group") != (group_size is not None):
+        raise ValueError("group_size is required for granularity 'group' and only for it")
+    if group_size is not None and (not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1):
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+
+
 def _check_block_size(block_size: int) -> None:
     if not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
