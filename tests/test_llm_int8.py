@@ -435,3 +435,21 @@ def test_cases_have_what_they_promise():
     assert (x == 6.0).any() and (x <= -6).any() and ((x.abs() > 5.9) & (x.abs() < 6)).any()
     assert len(int8.outlier_columns(cases[3][0])) == 0 and len(int8.outlier_columns(*cases[4][::2])) > 60
     assert math.isclose(cases[0][2], 6.0)
+
+
+def test_llm_int8_on_an_opt_model():
+    """The chapter's full-size sweep runs the OPT family: OPT's layers (q/k/v/out_proj, fc1/fc2)
+    are replaced, the tied output head is skipped, and the logits stay close."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.OPTConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, ffn_dim=64,
+                                    num_attention_heads=4, max_position_embeddings=32, word_embed_proj_dim=32)
+    torch.manual_seed(0)
+    model = transformers.OPTForCausalLM(config).eval()
+    ids = torch.randint(0, 64, (2, 12))
+    with torch.no_grad():
+        before = model(ids).logits
+        report = qnn.quantize_model(model, int8.LLMInt8(variant="paper"))
+        after = model(ids).logits
+    assert len(report.replaced) == 2 * 6 and report.skipped == ["lm_head"]
+    assert all(isinstance(model.get_submodule(name), int8.Int8Linear) for name in report.replaced)
+    assert (after - before).abs().max() < 0.02 * before.abs().max()
