@@ -4,20 +4,15 @@
 
 The torch reference everywhere, the Triton kernel too on a CUDA GPU.
 """
-import argparse
-
 import torch
-from harness import machine, median_seconds, print_table, save
+from harness import machine, median_seconds, run
 
 from lec19quant.quantize import absmax_blockwise
 
 SIZES = [2**16, 2**20, 2**24]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--save", action="store_true")
-    args = parser.parse_args()
+def measure() -> list[dict]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = []
     for n in SIZES:
@@ -26,10 +21,12 @@ def main() -> None:
             seconds = median_seconds(lambda: absmax_blockwise(x, 64, backend=backend))
             moved = 2 * n + n + n // 64 * 4  # fp16 in, int8 codes and fp32 absmax out
             rows.append({"n": n, "backend": backend, "us": seconds * 1e6, "GB/s": moved / seconds / 1e9})
-    print_table(f"absmax_blockwise, fp16 input, blocks of 64, on {machine()}", rows,
-                {"us": ".1f", "GB/s": ".1f"})
-    if args.save:
-        save("absmax", rows)
+    return rows
+
+
+def main() -> None:
+    run(__doc__, "absmax", measure, title=f"absmax_blockwise, fp16 input, blocks of 64, on {machine()}",
+        formats={"us": ".1f", "GB/s": ".1f"})
 
 
 if __name__ == "__main__":

@@ -7,11 +7,9 @@ formats.encode (torch, on the CPU threads torch uses) and x.astype(dtype) (numpy
 with torch.utils.benchmark; prints one table with the ratio, whose target is at most 10×;
 --save writes it as JSON under benchmarks/results/ with the machine, versions and date.
 """
-import argparse
-
 import numpy as np
 import torch
-from harness import machine, median_seconds, print_table, save
+from harness import machine, median_seconds, run
 
 from lec19quant import formats
 
@@ -30,10 +28,7 @@ DTYPES = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--save", action="store_true")
-    args = parser.parse_args()
+def measure() -> list[dict]:
     torch.manual_seed(0)
     x = torch.randn(N)  # normal values: in range for the wide formats, overflowing FP4 and FP6
     x_np = x.numpy()
@@ -44,11 +39,17 @@ def main() -> None:
         theirs = median_seconds(lambda: x_np.astype(dtype))
         rows.append({"format": name, "numpy ms": theirs * 1e3, "ours ms": ours * 1e3,
                      "ratio": ours / theirs, "target met": "yes" if ours / theirs <= TARGET else "NO"})
-    print_table(f"encode {N:,} float32 values on {machine()}, torch {torch.__version__} with "
-                f"{torch.get_num_threads()} threads, numpy {np.__version__}, ml_dtypes {ml_dtypes.__version__} "
-                f"(target: ratio ≤ {TARGET:g})", rows, {"numpy ms": ".1f", "ours ms": ".1f", "ratio": ".1f"})
-    if args.save:
-        save("formats", rows, n=N, numpy=np.__version__, ml_dtypes=ml_dtypes.__version__)
+    return rows
+
+
+def main() -> None:
+    run(__doc__, "formats", measure,
+        title=f"encode {N:,} float32 values on {machine()}, torch {torch.__version__} with "
+              f"{torch.get_num_threads()} threads, numpy {np.__version__}, ml_dtypes {ml_dtypes.__version__} "
+              f"(target: ratio ≤ {TARGET:g})",
+        formats={"numpy ms": ".1f", "ours ms": ".1f", "ratio": ".1f"},
+        n=N, numpy=np.__version__, ml_dtypes=ml_dtypes.__version__)
+
 
 if __name__ == "__main__":
     main()

@@ -9,13 +9,12 @@ On a CUDA GPU: y = W·x at batch 1 for W of 4096 × 4096, 4096 × 14336 and 8192
 fused Triton Q4_K kernel against torch's fp16 matrix-vector product (the memory-bound limit is
 16 / 4.5 ≈ 3.5× faster), with the bandwidth each reaches.
 """
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from harness import machine, median_seconds, print_table, save
+from harness import machine, median_seconds, run
 
 from lec19quant import gguf
 
@@ -63,17 +62,10 @@ def gpu_rows() -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--save", action="store_true")
-    args = parser.parse_args()
-    on_gpu = torch.cuda.is_available()
-    rows = gpu_rows() if on_gpu else cpu_rows()
-    title = (f"fused Q4_K matrix-vector product on {machine()}" if on_gpu else
-             f"GGUF quantization, {ROWS} × {COLS} rows, one thread, on {machine()}")
-    print_table(title, rows, {k: ".3g" if k == "max |Δy|" else ".2f" for k, v in rows[0].items()
-                              if isinstance(v, float)})
-    if args.save:
-        save("gguf_gpu" if on_gpu else "gguf_cpu", rows)
+    run(__doc__, "gguf", cpu_rows, gpu_rows,
+        title=(f"fused Q4_K matrix-vector product on {machine()}" if torch.cuda.is_available() else
+               f"GGUF quantization, {ROWS} × {COLS} rows, one thread, on {machine()}"),
+        formats=lambda row: {k: ".3g" if k == "max |Δy|" else ".2f" for k, v in row.items() if isinstance(v, float)})
 
 
 if __name__ == "__main__":

@@ -7,10 +7,8 @@ and its integer product alone against a float32 matmul, at 4096×4096.
 On a CUDA GPU: the int32 product of the Triton kernel against torch's fp16 matmul and
 torch._int_mm, at 4096×4096 and 8192×8192 weights.
 """
-import argparse
-
 import torch
-from harness import machine, median_seconds, print_table, save
+from harness import machine, median_seconds, run
 
 from lec19quant import int8
 
@@ -45,15 +43,8 @@ def gpu_rows() -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--save", action="store_true")
-    args = parser.parse_args()
-    on_gpu = torch.cuda.is_available()
-    rows = gpu_rows() if on_gpu else cpu_rows()
-    print_table(f"int8 matmul on {machine()}, torch {torch.__version__}", rows,
-                {k: ".3f" for k in rows[0] if k.endswith("ms")})
-    if args.save:
-        save("int8_gpu" if on_gpu else "int8_cpu", rows)
+    run(__doc__, "int8", cpu_rows, gpu_rows, title=f"int8 matmul on {machine()}, torch {torch.__version__}",
+        formats=lambda row: {k: ".3f" for k in row if k.endswith("ms")})
 
 
 if __name__ == "__main__":

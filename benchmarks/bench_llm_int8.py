@@ -9,12 +9,11 @@ On a CUDA GPU: the Triton kernels (float16 x) at 4096×4096 and 8192×8192, M = 
 "int8 part only" is the same layer with threshold 0 (no outlier columns to find or gather).
 Every layer quantizes x on each call, as in inference; the weights are quantized once.
 """
-import argparse
 import importlib.util
 import logging
 
 import torch
-from harness import machine, median_seconds, print_table, save
+from harness import machine, median_seconds, run
 from torch import nn
 
 from lec19quant import int8
@@ -62,18 +61,10 @@ def rows(shapes, device: str, dtype: torch.dtype, backend: str) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--save", action="store_true")
-    args = parser.parse_args()
-    on_gpu = torch.cuda.is_available()
-    if on_gpu:
-        table = rows(GPU_SHAPES, "cuda", torch.float16, "triton")
-    else:
-        table = rows(CPU_SHAPES, "cpu", torch.float32, "torch")
-    print_table(f"LLM.int8() y = x·Wᵀ on {machine()}, torch {torch.__version__}", table,
-                {k: ".3f" for k in table[0] if k.endswith("ms")})
-    if args.save:
-        save("llm_int8_gpu" if on_gpu else "llm_int8_cpu", table, outlier_columns=OUTLIERS)
+    run(__doc__, "llm_int8", lambda: rows(CPU_SHAPES, "cpu", torch.float32, "torch"),
+        lambda: rows(GPU_SHAPES, "cuda", torch.float16, "triton"),
+        title=f"LLM.int8() y = x·Wᵀ on {machine()}, torch {torch.__version__}",
+        formats=lambda row: {k: ".3f" for k in row if k.endswith("ms")}, outlier_columns=OUTLIERS)
 
 
 if __name__ == "__main__":

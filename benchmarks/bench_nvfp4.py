@@ -10,10 +10,8 @@ torch's float16 matmul and the torch reference (dequantize, then matmul), at M =
 4096×4096 and 8192×8192 weights. A batch-1 product is memory-bound: its ceiling is about
 16 / 4.5 ≈ 3.5 times float16's speed.
 """
-import argparse
-
 import torch
-from harness import machine, median_seconds, print_table, save
+from harness import machine, median_seconds, run
 
 from lec19quant import nvfp4
 
@@ -60,17 +58,10 @@ def gpu_rows() -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--save", action="store_true")
-    args = parser.parse_args()
-    on_gpu = torch.cuda.is_available()
-    rows = gpu_rows() if on_gpu else cpu_rows()
-    formats = {k: ".3f" if k.endswith("ms") else ".1f" for k in rows[0] if k.endswith(("ms", "/s"))}
-    formats["fp16 / triton"] = ".2f"
-    print_table(f"NVFP4 on {machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
-                rows, {k: v for k, v in formats.items() if k in rows[0]})
-    if args.save:
-        save("nvfp4_gpu" if on_gpu else "nvfp4_cpu", rows)
+    run(__doc__, "nvfp4", cpu_rows, gpu_rows,
+        title=f"NVFP4 on {machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        formats=lambda row: {k: ".3f" if k.endswith("ms") else ".1f" for k in row if k.endswith(("ms", "/s"))}
+        | {"fp16 / triton": ".2f"})
 
 
 if __name__ == "__main__":

@@ -6,18 +6,13 @@ plus backward, per call.
 The torch reference everywhere, the fused Triton kernels too on a CUDA GPU. A call chooses the
 steps from the weight (a reduction in torch on both backends) and fake-quantizes it.
 """
-import argparse
-
 import torch
-from harness import machine, median_seconds, print_table, save
+from harness import machine, median_seconds, run
 
 from lec19quant import qat
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--save", action="store_true")
-    args = parser.parse_args()
+def measure() -> list[dict]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shapes = [(1024, 1024), (4096, 4096)] if device == "cuda" else [(256, 256), (1024, 1024)]
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -33,10 +28,13 @@ def main() -> None:
             both = median_seconds(lambda: torch.autograd.grad(quantizer(w), w, grad))
             rows.append({"shape": "×".join(map(str, shape)), "dtype": str(dtype).removeprefix("torch."),
                          "backend": backend, "forward us": forward * 1e6, "fwd+bwd us": both * 1e6})
-    print_table(f"QAT fake quantization of a weight, 4 bits, groups of 32, on {machine()}", rows,
-                {"forward us": ".1f", "fwd+bwd us": ".1f"})
-    if args.save:
-        save("qat", rows)
+    return rows
+
+
+def main() -> None:
+    run(__doc__, "qat", measure,
+        title=f"QAT fake quantization of a weight, 4 bits, groups of 32, on {machine()}",
+        formats={"forward us": ".1f", "fwd+bwd us": ".1f"})
 
 
 if __name__ == "__main__":

@@ -9,10 +9,8 @@ On a CUDA GPU: y = Ŵx at batch 1 for 4096×4096, 4096×14336 and 8192×8192 wei
 product, this package's Triton kernel (qlora.nf4_matmul), and bitsandbytes' matmul_4bit (its
 gemv kernel) when bitsandbytes is installed; plus the Triton dequantization kernel alone.
 """
-import argparse
-
 import torch
-from harness import machine, median_seconds, print_table, save
+from harness import machine, median_seconds, run
 
 from lec19quant import qlora
 
@@ -76,15 +74,9 @@ def gpu_rows() -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--save", action="store_true")
-    args = parser.parse_args()
-    on_gpu = torch.cuda.is_available()
-    rows = gpu_rows() if on_gpu else cpu_rows()
-    print_table(f"NF4 at batch 1 on {machine()}, torch {torch.__version__}", rows,
-                {k: (".2f" if k.endswith(("ms", "triton")) else ".1f") for k in rows[0] if k not in ("operation", "out × in")})
-    if args.save:
-        save("qlora_gpu" if on_gpu else "qlora_cpu", rows)
+    run(__doc__, "qlora", cpu_rows, gpu_rows, title=f"NF4 at batch 1 on {machine()}, torch {torch.__version__}",
+        formats=lambda row: {k: ".2f" if k.endswith(("ms", "triton")) else ".1f" for k in row
+                             if k not in ("operation", "out × in")})
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""What the benchmarks share: a median time per call, the machine's name, a printed table, and
-the table saved as JSON under benchmarks/results/ with the machine, versions and date."""
+"""What the benchmarks share: a median time per call, the machine's name, a printed table, the
+table saved as JSON under benchmarks/results/ with the machine, versions and date, and the
+command line that does all of it."""
+import argparse
 import datetime
 import json
 import platform
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.utils.benchmark import Timer
@@ -43,3 +46,23 @@ def save(benchmark: str, rows: list[dict], **details) -> Path:
                                "rows": rows}, indent=1))
     print("wrote", out)
     return out
+
+
+def run(doc: str, benchmark: str, rows: Callable[[], list[dict]], gpu_rows: Callable[[], list[dict]] | None = None,
+        *, title: str, formats: dict[str, str] | Callable[[dict], dict[str, str]], **details) -> None:
+    """A benchmark's command line, `[--save]`, described by doc's first line: measure with rows(),
+    or, given gpu_rows, with gpu_rows() on a CUDA GPU (saved as <benchmark>_gpu, else <benchmark>_cpu);
+    print the table under title with formats (a dict, or a function of the first row giving one);
+    with --save, save() it with details."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--save", action="store_true")
+    args = parser.parse_args()
+    if gpu_rows is None:
+        table = rows()
+    elif torch.cuda.is_available():
+        table, benchmark = gpu_rows(), f"{benchmark}_gpu"
+    else:
+        table, benchmark = rows(), f"{benchmark}_cpu"
+    print_table(title, table, formats(table[0]) if callable(formats) else formats)
+    if args.save:
+        save(benchmark, table, **details)
