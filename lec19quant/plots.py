@@ -572,7 +572,7 @@ def outlier_token_fractions(stats, channels, module: str = "q_proj", min_tokens:
     ax.set_xlabel("layer")
     ax.set_ylabel(f"% of tokens with |x| ≥ {rows[0][1].threshold:g}")
     ax.set_title(f"input of {module}")
-    ax.legend(fontsize="small", ncol=2)
+    ax.legend(loc="upper left", fontsize="small", ncol=2)
     ax.grid(alpha=0.3)
     return ax.figure
 
