@@ -319,6 +319,13 @@ def _requantize(x: np.ndarray, d: np.ndarray, offset: np.ndarray | None, lo: int
     return np.where(d[..., None] == 0, fallback, q)
 
 
+def _scaled_minus_min(f: dict[str, torch.Tensor]) -> torch.Tensor:
+    """x̂ = (d·s_j)·q − (dmin·m_j) for the unpacked fields of Q4_K, Q5_K or Q2_K: (n, 256)."""
+    d = (f["d"] * f["scales"].float())[..., None]
+    m = (f["dmin"] * f["mins"].float())[..., None]
+    return (d * f["codes"].float() - m).reshape(-1, QK_K)
+
+
 def _pack_scales_k4(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
     """Eight 6-bit scales and mins (b, 8) → 12 bytes: bytes 0–3 hold scales 0–3, bytes 4–7
     mins 0–3, bytes 8–11 the low nibbles of scales and mins 4–7, whose top two bits fill bits
@@ -370,10 +377,7 @@ class _ScaleMinK(BlockFormat):
                 "codes": self.unpack_codes(raw)}
 
     def dequantize_blocks(self, raw):
-        f = self.unpack(raw)
-        d = (f["d"] * f["scales"].float())[..., None]
-        m = (f["dmin"] * f["mins"].float())[..., None]
-        return (d * f["codes"].float() - m).reshape(-1, QK_K)
+        return _scaled_minus_min(self.unpack(raw))
 
 
 class Q4_K(_ScaleMinK):
@@ -499,10 +503,7 @@ class Q2_K(BlockFormat):
                 "mins": raw[:, :16] >> 4, "codes": _unpack_2bit(raw[:, 16:80])}
 
     def dequantize_blocks(self, raw):
-        f = self.unpack(raw)
-        d = (f["d"] * f["scales"].float())[..., None]
-        m = (f["dmin"] * f["mins"].float())[..., None]
-        return (d * f["codes"].float() - m).reshape(-1, QK_K)
+        return _scaled_minus_min(self.unpack(raw))
 
 
 class Q3_K(BlockFormat):
