@@ -141,14 +141,19 @@ class NF4Tensor(FourBitTensor):
     ELEMENTS, BLOCK, SCALE = NF4, 64, None
 
 
-def _blocks(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """x as float32 (exactly) in blocks of `block` along the last dimension, (..., n / block,
-    block), and each block's max|x|; NaN or inf in x is a ValueError."""
+def _check_blocks(x: torch.Tensor, block: int) -> None:
+    """A float tensor whose last dimension is a non-zero multiple of `block`, or a clear error."""
     if not isinstance(x, torch.Tensor) or x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"x must be a float32, float16 or bfloat16 tensor, got {getattr(x, 'dtype', type(x))}")
     if x.dim() == 0 or x.numel() == 0 or x.shape[-1] % block:
         raise ValueError(f"the last dimension of x (shape {tuple(x.shape)}) must be a non-zero "
                          f"multiple of the block size {block}")
+
+
+def _blocks(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x as float32 (exactly) in blocks of `block` along the last dimension, (..., n / block,
+    block), and each block's max|x|; NaN or inf in x is a ValueError."""
+    _check_blocks(x, block)
     blocks = x.float().reshape(*x.shape[:-1], -1, block)
     amax = blocks.abs().amax(-1)
     if not amax.amax() < math.inf:  # the largest |x| is inf, or NaN (which max propagates)
@@ -233,9 +238,9 @@ def nf4_quantize(x: torch.Tensor) -> NF4Tensor:
     """NF4 with a float32 absmax per 64 values along the last dimension: the codes and absmax of
     `qlora.blockwise_quantize` (bitsandbytes' rule), in this module's layout, whose first value of
     a pair is in the low nibble (bitsandbytes' and `qlora`'s in the high one)."""
-    blocks, _ = _blocks(x, NF4Tensor.BLOCK)  # (checks the shape and that x is finite)
+    _check_blocks(x, NF4Tensor.BLOCK)  # (blockwise_quantize checks that x is finite)
     codes, absmax = blockwise_quantize(x, NF4, NF4Tensor.BLOCK)
-    return NF4Tensor(pack(codes.view(x.shape)), absmax.view(blocks.shape[:-1]), None, x.shape)
+    return NF4Tensor(pack(codes.view(x.shape)), absmax.view(*x.shape[:-1], -1), None, x.shape)
 
 
 def nvfp4_matmul(x: torch.Tensor, w: NVFP4Tensor, backend: str = "auto") -> torch.Tensor:
