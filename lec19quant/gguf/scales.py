@@ -134,7 +134,8 @@ def refine_symmetric(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
         suml2 = sequential_sum(w * l * l)
         # a sub-block whose pass changes nothing stops (the C loop breaks), so each pass after
         # the first looks only at the sub-blocks that the one before changed
-        active = slice(None)
+        ids = np.arange(x.shape[1])
+        active = slice(None)  # pass 1: every sub-block, without copying
         for _ in range(5):
             xa, wa, wxa, la = x[:, active], w[:, active], wx[:, active], l[:, active]
             sx, s2 = sumlx[active], suml2[active]
@@ -150,8 +151,8 @@ def refine_symmetric(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
                 sx, s2 = np.where(take, slx, sx), np.where(take, sl2, s2)
                 changed |= take
             l[:, active], sumlx[active], suml2[active] = la, sx, s2
-            active = np.flatnonzero(changed) if isinstance(active, slice) else active[changed]
-            if not len(active):
+            ids = active = ids[changed]
+            if not len(ids):
                 break
         scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
     codes = np.where(zero, 0, l.astype(np.int32) + nmax)
