@@ -30,13 +30,13 @@ def check_granularity(granularity: str, group_size: int | None, allowed: tuple[s
         raise ValueError(f"granularity must be one of {allowed}, got {granularity!r}")
     if (granularity == "group") != (group_size is not None):
         raise ValueError("group_size is required for granularity 'group' and only for it")
-    if group_size is not None and (not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1):
-        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    if group_size is not None:
+        _check_block_size(group_size, "group_size")
 
 
-def _check_block_size(block_size: int) -> None:
-    if not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+def _check_block_size(size: int, name: str = "block_size") -> None:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"{name} must be a positive int, got {size!r}")
 
 
 def _check_input(x: torch.Tensor) -> None:
@@ -102,7 +102,7 @@ def _slices(x: torch.Tensor, dim: int | None, group_size: int | None) -> tuple[t
     if group_size is not None:
         if dim is not None:
             raise ValueError("give dim or group_size, not both (groups run along the last dimension)")
-        _check_block_size(group_size)
+        _check_block_size(group_size, "group_size")
         if x.shape[-1] % group_size:
             raise ValueError(f"the last dimension ({x.shape[-1]}) is not a multiple of group_size={group_size}")
         return x.reshape(*x.shape[:-1], -1, group_size), (-1,)
