@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .kernels import use_triton
-from .quantize import FLOAT_DTYPES, QTensor, _scales, _slices, absmax_quantize, zeropoint_quantize
+from .quantize import FLOAT_DTYPES, QTensor, _slices, absmax_quantize, zeropoint_quantize
 
 MAX_K = 2**31 // 128**2  # beyond this an int32 sum of int8 products could overflow
 METHODS = {"absmax": absmax_quantize, "zeropoint": zeropoint_quantize}
@@ -92,21 +92,19 @@ def _check_options(threshold, variant: str, method: str, activations: str, weigh
                          "row; use variant='paper' for other scales")
 
 
-def _absmax(x: torch.Tensor, dim: int | None, variant: str) -> QTensor:
-    """`absmax_quantize(x, 8, dim)` of a finite x. With variant "bitsandbytes", s is computed as
-    bitsandbytes writes it, `127.0 / a`, which PyTorch evaluates as 127 · (1/a), rounded twice."""
+def _bitsandbytes_absmax(x: torch.Tensor, dim: int) -> QTensor:
+    """`absmax_quantize(x, 8, dim)` of a finite x with s computed as bitsandbytes writes it,
+    `127.0 / a`, which PyTorch evaluates as 127 · (1/a), rounded twice."""
     view, dims = _slices(x, dim, None)
-    absmax = view.abs().amax(dims, keepdim=True)
-    if variant == "bitsandbytes":
-        scale = 127.0 / absmax
-        scale = torch.where(torch.isfinite(scale), scale, torch.zeros_like(scale))
-    else:
-        scale = _scales(127, absmax)
+    scale = 127.0 / view.abs().amax(dims, keepdim=True)
+    scale = torch.where(torch.isfinite(scale), scale, torch.zeros_like(scale))
     return QTensor(torch.round(view * scale).to(torch.int8), scale, None, x.shape, 8)
 
 
 def _quantize(x: torch.Tensor, dim: int | None, method: str, variant: str) -> QTensor:
-    return _absmax(x, dim, variant) if method == "absmax" else zeropoint_quantize(x, 8, dim=dim)
+    if method == "zeropoint":
+        return zeropoint_quantize(x, 8, dim=dim)
+    return _bitsandbytes_absmax(x, dim) if variant == "bitsandbytes" else absmax_quantize(x, 8, dim=dim)
 
 
 def _float16(t: torch.Tensor, what: str) -> torch.Tensor:
