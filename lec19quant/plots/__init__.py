@@ -1,0 +1,15 @@
+"""The figures the book draws, each from the package's own numbers.
+
+One module per chapter, named after it (plots.gguf holds the GGUF chapter's figures); every
+figure is also available here, as plots.k_block(...).
+"""
+from .gguf import gguf_errors, k_block, recipe_map
+from .llm_int8 import outlier_token_fractions, threshold_tradeoff
+from .making_it_fast import roofline
+from .number_formats import bit_layout, relative_spacing, value_grid
+from .nvfp4 import block_max_placement, format_errors, scale_windows
+from .qat import fake_quantize_node, grid_drift, ptq_vs_qat
+from .qlora import finetuning_curve, memory_budgets, nf4_levels
+from .quantization_basics import error_heatmaps, error_vs_bits, quantization_histogram
+from .running_example import activation_heatmap
+from .why_quantize import footprint_vs_bits
