@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from . import formats, memory
 from .kernels import use_triton
+from .nn import quantize_model
 from .quantize import _check_block_size, _check_input
 
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # bitsandbytes' 4-bit block sizes
@@ -375,8 +376,6 @@ def prepare_qlora(model: nn.Module, r: int = 8, alpha: float = 16, target_module
     Patterns are globs matched against a layer's full name or its last part ("q_proj"); the
     default "*" adapts every quantized layer, as the QLoRA paper does. Returns the model, whose
     only trainable parameters are the adapters."""
-    from .nn import quantize_model
-
     if isinstance(target_modules, str):
         target_modules = (target_modules,)
     for p in model.parameters():

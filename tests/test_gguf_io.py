@@ -47,7 +47,7 @@ def tiny():
 def test_tiny_round_trip_is_exact(tiny, tokenizer, tmp_path, ftype):
     path = tmp_path / "tiny.gguf"
     types = io.write_gguf(tiny, tokenizer, path, ftype, progress=False)
-    assert path.stat().st_size == recipes.predict_size(tiny.config, ftype, tokenizer).total
+    assert path.stat().st_size == io.predict_size(tiny.config, ftype, tokenizer).total
     assert not path.with_name("tiny.gguf.partial").exists()
     contents = io.read_gguf(path)
     assert contents.types == types and types["output.weight"] == ("Q8_0" if ftype == "Q8_0" else "Q6_K")
@@ -135,7 +135,7 @@ def written(example, tmp_path_factory):
 def test_the_running_example_round_trip(example, written):
     model, tokenizer = example
     path, types = written
-    assert path.stat().st_size == recipes.predict_size(model.config, "Q4_K_M", tokenizer, tokenizer_pre="smollm").total
+    assert path.stat().st_size == io.predict_size(model.config, "Q4_K_M", tokenizer, tokenizer_pre="smollm").total
     contents = io.read_gguf(path)
     assert contents.types == types and "output.weight" not in types  # the head is tied
     assert types["blk.0.ffn_down.weight"] == "Q6_K" and types["blk.3.ffn_down.weight"] == "Q4_K"

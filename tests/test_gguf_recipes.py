@@ -2,7 +2,7 @@
 import pytest
 
 from lec19quant import memory, models
-from lec19quant.gguf import recipes
+from lec19quant.gguf import io, recipes
 
 QWEN3_8B = memory.CONFIGS["Qwen/Qwen3-8B"]
 SMOLLM2 = memory.CONFIGS["HuggingFaceTB/SmolLM2-135M-Instruct"]
@@ -62,7 +62,7 @@ def test_fallback_chain():
 
 @pytest.mark.parametrize("ftype, published", [("Q4_K_M", 5.03), ("Q5_K_M", 5.85), ("Q6_K", 6.73), ("Q8_0", 8.71)])
 def test_qwen3_8b_file_sizes_match_the_published_ones(ftype, published):
-    size = recipes.predict_size(QWEN3_8B, ftype)
+    size = io.predict_size(QWEN3_8B, ftype)
     assert round(size.gb, 2) == published
     assert size.tokenizer_estimated and 5.0e6 < size.header < 6.0e6  # ~5.6 MB of metadata, mostly tokenizer
     assert sum(size.types.values()) == 399
@@ -74,7 +74,7 @@ def test_tokenizer_estimate_is_what_the_running_example_file_holds():
     reader = gguf.GGUFReader(models.smollm2_gguf())
     arrays = [reader.fields[k] for k in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")]
     stored = sum(sum(part.nbytes for part in field.parts) for field in arrays)
-    assert recipes.TOKENIZER_BYTES_PER_TOKEN == stored / len(arrays[0].data) == stored / 49_152
+    assert io.TOKENIZER_BYTES_PER_TOKEN == stored / len(arrays[0].data) == stored / 49_152
 
 
 def test_bad_recipes_are_named():

@@ -14,6 +14,7 @@ keep the halves apart. `write_gguf` reorders them like llama.cpp's convert_hf_to
 """
 import json
 import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,10 @@ from tqdm.auto import tqdm
 
 from .. import memory
 from .blocks import dequantize, quantize
-from .recipes import FTYPES, _architecture, _check_ftype, choose_types, tensor_nbytes
+from .recipes import FTYPES, _architecture, _check_ftype, choose_types, model_tensors, tensor_nbytes
 
 MAGIC = b"GGUF"
+ALIGNMENT = gguf.GGUF_DEFAULT_ALIGNMENT  # every tensor's data starts at a multiple of 32 bytes
 
 
 class GGUFError(ValueError):
@@ -140,6 +142,67 @@ def metadata(config, ftype: str, tokenizer=None, tokenizer_pre: str = "default")
     if tokenizer is not None:
         keys |= _tokenizer_metadata(tokenizer, s.vocab, tokenizer_pre)
     return keys
+
+
+# Without the tokenizer at hand, its three arrays (tokens, token types, merges) are estimated at
+# this many bytes per vocabulary entry: what they take in the running example's GGUF file
+# (SmolLM2-135M-Instruct, a byte-level BPE of 49,152 tokens and 48,900 merges:
+# 762,431 + 196,657 + 808,722 bytes, the keys and array headers included).
+TOKENIZER_BYTES_PER_TOKEN = (762_431 + 196_657 + 808_722) / 49_152
+
+
+def _pad(n: int) -> int:
+    return -(-n // ALIGNMENT) * ALIGNMENT
+
+
+def tensor_info_nbytes(name: str, shape) -> int:
+    """A tensor's entry in the header: name (u64 length + UTF-8), n_dims (u32), dims (u64
+    each), type (u32), offset (u64)."""
+    return 8 + len(name.encode()) + 4 + 8 * len(shape) + 4 + 8
+
+
+@dataclass(frozen=True)
+class FileSize:
+    """The bytes of a GGUF file, by part."""
+
+    tensor_data: int  # every tensor, each padded to 32 bytes
+    header: int  # magic, counts, key/values and tensor infos, padded to 32 bytes
+    tokenizer: int  # the tokenizer's arrays (part of the header)
+    tokenizer_estimated: bool  # True when no tokenizer was given
+    types: dict  # format → number of tensors
+
+    @property
+    def total(self) -> int:
+        return self.tensor_data + self.header
+
+    @property
+    def gb(self) -> float:
+        return self.total / memory.GB
+
+
+def predict_size(config, ftype: str = "Q4_K_M", tokenizer=None, tokenizer_pre: str = "default") -> FileSize:
+    """Bytes of the GGUF file of type `ftype` that `write_gguf` writes for a
+    model described by `config` (a dict or transformers config of a dense Llama/Qwen2/Qwen3).
+
+    Everything is counted as written: each tensor's data (`choose_types`) padded to 32 bytes,
+    each tensor's entry in the header, every key/value of the metadata, and the header padded
+    to 32 bytes. The tokenizer's arrays are counted exactly when `tokenizer` (a transformers
+    tokenizer) is given, else estimated from the vocabulary size (TOKENIZER_BYTES_PER_TOKEN).
+    """
+    cfg = memory._as_dict(config)
+    tensors = model_tensors(cfg)
+    types = choose_types(tensors, ftype)
+    data = sum(_pad(tensor_nbytes(types[n], shape)) for n, shape in tensors.items())
+    keys = metadata(cfg, ftype, tokenizer, tokenizer_pre)
+    arrays = (gguf.Keys.Tokenizer.LIST, gguf.Keys.Tokenizer.TOKEN_TYPE, gguf.Keys.Tokenizer.MERGES)
+    if tokenizer is None:
+        tok = round(TOKENIZER_BYTES_PER_TOKEN * memory.shape_of(cfg).vocab)
+    else:
+        tok = metadata_nbytes({k: v for k, v in keys.items() if k in arrays})
+    header = 4 + 4 + 8 + 8  # magic, version, tensor count, key/value count
+    header += metadata_nbytes({k: v for k, v in keys.items() if k not in arrays}) + tok
+    header += sum(tensor_info_nbytes(n, shape) for n, shape in tensors.items())
+    return FileSize(data, _pad(header), tok, tokenizer is None, dict(Counter(types.values())))
 
 
 def rope_interleave(w: torch.Tensor, n_head: int) -> torch.Tensor:
