@@ -1,7 +1,9 @@
 """How much memory a language model needs, counted from its config.
 
-A model of N parameters stored at b bits per weight (scales included) takes N·b/8 bytes; running
-it takes about 1.5× that (the lecture's rule of thumb for KV cache, activations and runtime).
+A model of N parameters stored at b bits per weight (scales included) takes N·b/8 bytes. Running
+it for one sequence of T tokens takes N·b/8 + the KV cache of T tokens + a fixed runtime allowance
+(`inference_bytes`); the lecture's rule of thumb, 1.5 × N·b/8 (`footprint`), scales the overhead
+with the weights, which the KV cache does not do.
 """
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -9,7 +11,17 @@ from dataclasses import dataclass
 GB = 10**9  # decimal gigabyte, as model cards and file sizes use
 GiB = 2**30  # binary gibibyte, as GPU memory is counted
 
-OVERHEAD = 1.5
+OVERHEAD = 1.5  # the lecture's rule of thumb: running takes about 1.5× the weights
+
+# CUDA's own context, allocated on the GPU at the first CUDA call: about 400 MB with lazy kernel
+# loading (CUDA ≥ 11.7, PyTorch's default), as PyTorch's maintainers measure it
+# (github.com/pytorch/pytorch/issues/109888).
+CUDA_CONTEXT = 400 * 2**20
+# An allowance, not a measurement, for what running takes besides the weights and the KV cache:
+# activations and the runtime's workspace for one sequence (llama.cpp prints its compute buffer
+# when it loads a model).
+RUNTIME = GB // 2
+CONTEXT = 4096  # tokens: the default context length of `inference_bytes`
 
 # Bits per weight of common storage formats, scales included (block layouts in the GGUF and QLoRA
 # chapters): Q8_0 is 34 bytes per 32 weights, Q4_K 144 bytes per 256, NF4 with double
@@ -175,11 +187,31 @@ def weight_bytes(n_params: int, bits_per_weight) -> float:
     return n_params * _bits(bits_per_weight) / 8
 
 
+def size_ratio(bits_per_weight, smaller) -> float:
+    """How many times fewer bytes the weights take in `smaller` than in `bits_per_weight`: the ratio
+    of their bits per weight (BF16 to Q4_K: 16 / 4.5 ≈ 3.56), and the most by which a memory-bound
+    matrix-vector product can speed up."""
+    return _bits(bits_per_weight) / _bits(smaller)
+
+
 def footprint(n_params: int, bits_per_weight, overhead: float = OVERHEAD) -> float:
-    """Bytes needed to run the model: weights × `overhead` (about 1.5 for inference)."""
+    """Bytes needed to run the model by the lecture's rule of thumb: weights × `overhead` (1.5).
+
+    A rough guide: it makes the overhead proportional to the weights, so it predicts 8 GB beside
+    16 GB of BF16 weights and 2.3 GB beside 4.6 GB of Q4_K; `inference_bytes` counts the parts."""
     if not overhead >= 1:
         raise ValueError(f"overhead is a factor ≥ 1 on the weights, got {overhead!r}")
     return weight_bytes(n_params, bits_per_weight) * overhead
+
+
+def inference_bytes(config, bits_per_weight, context: int = CONTEXT, kv_bits: float = 16,
+                    runtime: float = RUNTIME) -> float:
+    """Bytes needed to run the model of `config` for one sequence of `context` tokens:
+    N·b/8 for the weights + 2·layers·h_kv·d_h·T·kv_bits/8 for the KV cache + `runtime`."""
+    if isinstance(runtime, bool) or not isinstance(runtime, (int, float)) or not runtime >= 0:
+        raise ValueError(f"runtime must be a non-negative number of bytes, got {runtime!r}")
+    return (weight_bytes(count_params(config), bits_per_weight)
+            + kv_cache_bytes(config, context, bits=kv_bits) + runtime)
 
 
 @dataclass(frozen=True)
@@ -200,9 +232,9 @@ DEVICES = {
         "operating system and apps need the rest",
     ),
     "t4": Device(
-        "NVIDIA T4 (Colab free tier)", 16 * GiB, 15 * GiB,
-        "16 GB GDDR6 on the datasheet; nvidia-smi shows 15360 MiB, and the CUDA context takes a "
-        "few hundred MB more",
+        "NVIDIA T4 (Colab free tier)", 16 * GiB, 15 * GiB - CUDA_CONTEXT,
+        "16 GB GDDR6 on the datasheet; nvidia-smi shows 15360 MiB, of which CUDA's context takes "
+        "about 400 MiB",
     ),
     "a100-80gb": Device("NVIDIA A100 80GB", 80 * GiB, 80 * GiB, "a data-centre GPU, for contrast"),
 }

@@ -77,7 +77,8 @@ def test_block_formats_count_their_scales():
 
 def test_devices():
     t4 = memory.DEVICES["t4"]
-    assert t4.usable == 15360 * 2**20 and t4.usable < t4.memory
+    # nvidia-smi's 15360 MiB, less CUDA's context (about 400 MB, pytorch/pytorch#109888)
+    assert t4.usable == (15360 - 400) * 2**20 and t4.usable < t4.memory
     mac = memory.DEVICES["macbook-air-16gb"]
     assert round(mac.usable / 1e6, 2) == pytest.approx(11453.25, abs=0.01)  # 10922.67 MiB
     assert memory.fits(mac.usable, mac) and not memory.fits(mac.usable + 1, mac)
@@ -140,3 +141,48 @@ def test_kv_cache_of_qwen3_8b_per_token():
     assert memory.kv_cache_bytes(memory.CONFIGS["Qwen/Qwen3-8B"], 1) == 147_456
     with pytest.raises(ValueError, match="n_tokens"):
         memory.kv_cache_bytes(memory.CONFIGS["Qwen/Qwen3-8B"], -1)
+
+
+def test_inference_bytes_are_the_tensors_a_model_holds_while_it_runs():
+    """Weights + KV cache + runtime: the bytes of a real float16 model's parameters and of the cache
+    it builds over the context, plus the allowance."""
+    config = VARIANTS["llama tied"]
+    model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**config))
+    model = model.to(torch.float16)
+    out = model(torch.randint(0, 1000, (1, 11)), use_cache=True)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    kv = sum(t.nbytes for layer in cache.layers for t in (layer.keys, layer.values))
+    weights = sum(p.nbytes for p in model.parameters())
+    assert memory.inference_bytes(config, "FP16", context=11, runtime=1000) == weights + kv + 1000
+    assert memory.inference_bytes(config, 16, context=0, runtime=0) == weights
+
+
+def test_the_rule_of_thumb_and_the_count_differ_where_the_issue_says():
+    """1.5× the weights puts 8 GB of overhead beside BF16 and 2.3 GB beside Q4_K; the KV cache of
+    4,096 tokens is 0.6 GB in both."""
+    config = memory.CONFIGS["Qwen/Qwen3-8B"]
+    n = memory.count_params(config)
+    for fmt, rule_overhead in [("BF16", 8.2), ("Q4_K", 2.3)]:
+        weights = memory.weight_bytes(n, fmt)
+        assert round((memory.footprint(n, fmt) - weights) / memory.GB, 1) == rule_overhead
+        overhead = memory.inference_bytes(config, fmt) - weights
+        assert overhead == 147_456 * 4096 + memory.RUNTIME
+    assert not memory.fits(memory.inference_bytes(config, "BF16"), "t4")
+    assert memory.fits(memory.inference_bytes(config, "Q4_K", context=32768), "macbook-air-16gb")
+
+
+@pytest.mark.parametrize("runtime", [-1, float("nan"), True, "1 GB"])
+def test_inference_bytes_rejects_a_bad_runtime(runtime):
+    with pytest.raises(ValueError, match="runtime must be a non-negative number"):
+        memory.inference_bytes(memory.CONFIGS["Qwen/Qwen3-8B"], "BF16", runtime=runtime)
+
+
+def test_size_ratio_of_bf16_to_q4_k_is_ggmls_block_size():
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType.Q4_K]  # 256 weights in 144 bytes
+    assert memory.size_ratio("BF16", "Q4_K") == 16 / (type_size * 8 / block)
+    assert round(memory.size_ratio("BF16", "Q4_K"), 1) == 3.6
+    assert memory.size_ratio(8, 4) == 2.0
+    with pytest.raises(ValueError, match="unknown format 'Q3'"):
+        memory.size_ratio("BF16", "Q3")
