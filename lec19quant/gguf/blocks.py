@@ -14,9 +14,11 @@ quantized against one fp16 super-scale:
     Q3_K: 16 × 16, x ≈ (d·(s_j − 32))·(q − 4), 6-bit s_j, 3-bit q
     Q2_K: 16 × 16, x ≈ (d·s_j)·q − (dmin·m_j), 4-bit s_j, m_j, 2-bit q
 
-`quantize` gives the bytes llama.cpp's reference quantizer writes (ggml's
-quantize_row_*_ref, i.e. `llama-quantize` without an importance matrix); `dequantize` gives
-the floats of ggml's to_float. Quantizing runs in numpy on the CPU, vectorized across blocks,
+`quantize` gives the bytes ggml's `ggml_quantize_chunk` writes, i.e. what `llama-quantize`
+stores: without an importance matrix the reference quantizers (quantize_row_*_ref), with one
+(`imatrix=`, the mean x² of each column over calibration text) the weighted searches
+(quantize_row_*_impl), which weight each weight's squared error by its column's importance
+times sqrt(σ² + x²). `dequantize` gives the floats of ggml's to_float. Quantizing runs in numpy on the CPU, vectorized across blocks,
 because exactness needs float32 sums added in order (see `scales`); dequantizing runs in torch,
 on any device, with Triton kernels for Q4_K and Q6_K on a GPU.
 """
@@ -27,8 +29,8 @@ import numpy as np
 import torch
 
 from ..kernels import use_triton
-from .scales import F32, fit_scale_min, fit_symmetric, nearest_int, refine_symmetric, sequential_sum
-from .scales import first, signed_absmax
+from .scales import F32, fit_positive, fit_scale_min, fit_symmetric, nearest_int, refine_symmetric, sequential_sum
+from .scales import first, first_extreme, signed_absmax
 
 QK_K = 256  # weights in a K-quant super-block
 
@@ -102,16 +104,6 @@ def _signed_absmax(x: np.ndarray) -> np.ndarray:
     return np.where(big == 0, F32(0), big)
 
 
-def _extreme(x: np.ndarray, lowest: bool) -> np.ndarray:
-    """min (or max) of each column; a zero extreme keeps the sign of the first zero, as the C
-    loop (which replaces its value only when a later one is strictly smaller) does."""
-    v = x.min(axis=0) if lowest else x.max(axis=0)
-    zero = v == 0
-    if zero.any():
-        v[zero] = first(x[:, zero], (x[:, zero].argmin if lowest else x[:, zero].argmax)(axis=0), 0)
-    return v
-
-
 def _nibbles(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return ((lo & 0xF) | ((hi & 0xF) << 4)).astype(np.uint8)
 
@@ -124,6 +116,22 @@ def _columns(x: np.ndarray, n: int) -> np.ndarray:
     for i in range(0, rows.shape[0], 256):
         out[:, i:i + 256] = rows[i:i + 256].T
     return out
+
+
+def _maybe_columns(qw: np.ndarray | None, n: int) -> np.ndarray | None:
+    return None if qw is None else _columns(qw, n)
+
+
+def sum_squares(x: np.ndarray) -> np.ndarray:
+    """Σx² of each block (row) of x (b, n), added in order in float32."""
+    return sequential_sum(_columns(x * x, x.shape[1]))
+
+
+def _sub_block_weights(x: np.ndarray, qw: np.ndarray, n: int, sigma2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The weights qw·sqrt(σ² + x²) of a super-block format's search, in sub-block columns
+    (n, b·k) (σ²: one per super-block), and their sums Σw per sub-block."""
+    w = _weights(_columns(x, n), _columns(qw, n), np.repeat(sigma2, x.shape[1] // n))
+    return w, sequential_sum(w)
 
 
 # ---- bytes (torch side) ---------------------------------------------------------------------
@@ -147,7 +155,8 @@ class BlockFormat:
     """One GGUF block format: `block_size` weights stored in `type_size` bytes.
 
     `quantize_blocks` maps float32 blocks (n, block_size) to bytes (n, type_size) as llama.cpp
-    does; `unpack` reads the named fields of each block back (scales as stored, integer codes);
+    does, given the importance `qw` (n, block_size) of each weight's column or None (`sigma2`:
+    the row's mean x² of each block, for the formats whose weights take it from the row); `unpack` reads the named fields of each block back (scales as stored, integer codes);
     `dequantize_blocks` turns bytes into floats as ggml's to_float does.
     """
 
@@ -155,6 +164,7 @@ class BlockFormat:
     block_size: int
     type_size: int
     fields: tuple[str, ...]
+    row_sigma2 = False  # the weighted search takes σ² from the whole row, not the block
 
     @property
     def ggml_type(self) -> gguf.GGMLQuantizationType:
@@ -164,7 +174,8 @@ class BlockFormat:
     def bits_per_weight(self) -> float:
         return 8 * self.type_size / self.block_size
 
-    def quantize_blocks(self, x: np.ndarray) -> np.ndarray:
+    def quantize_blocks(self, x: np.ndarray, qw: np.ndarray | None = None,
+                        sigma2: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
 
     def unpack(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -184,7 +195,7 @@ class Q8_0(BlockFormat):
 
     name, block_size, type_size, fields = "Q8_0", 32, 34, ("d", "codes")
 
-    def quantize_blocks(self, x):
+    def quantize_blocks(self, x, qw=None, sigma2=None):  # ggml ignores the importance here
         x = _columns(x, 32)
         d = _absmax(x) / F32(127)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -199,15 +210,25 @@ class Q8_0(BlockFormat):
         return f["codes"].float() * f["d"]
 
 
+def _weights(x: np.ndarray, qw: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """The weights of a search with an importance matrix: qw·sqrt(σ² + x²), in columns."""
+    return qw * np.sqrt(sigma2 + x * x)
+
+
 class _Offset32(BlockFormat):
     """Q4_0 and Q5_0: d = max / −2^(b−1) with max the signed value of largest magnitude,
-    q = min(2^b − 1, trunc(x/d + 2^(b−1) + 0.5)), x̂ = d·(q − 2^(b−1)).
+    q = min(2^b − 1, trunc(x/d + 2^(b−1) + 0.5)), x̂ = d·(q − 2^(b−1)). With an importance
+    matrix, `fit_symmetric` with weights qw·sqrt(σ² + x²) (σ²: the row's mean x²) gives d and q.
     `codes` works on columns: x (32, n) → d (n,), q (32, n)."""
 
     bits: int
+    row_sigma2 = True
 
-    def codes(self, x):
+    def codes(self, x, qw, sigma2):
         half = 2 ** (self.bits - 1)
+        if qw is not None:
+            q, d = fit_symmetric(x, half, _weights(x, qw, sigma2))
+            return d, q.astype(np.uint8)
         d = _signed_absmax(x) / F32(-half)
         with np.errstate(over="ignore", invalid="ignore"):
             t = x * _reciprocal(d)
@@ -221,12 +242,18 @@ class _Offset32(BlockFormat):
 
 class _MinMax32(BlockFormat):
     """Q4_1 and Q5_1: d = (max − min) / (2^b − 1), m = min, q = trunc((x − m)/d + 0.5),
-    x̂ = d·q + m. `codes` works on columns: x (32, n) → d, m (n,), q (32, n)."""
+    x̂ = d·q + m. With an importance matrix, `fit_scale_min` with weights qw·sqrt(σ² + x²)
+    (σ²: the row's mean x²) gives d, m and q. `codes` works on columns: x (32, n) → d, m (n,),
+    q (32, n)."""
 
     bits: int
+    row_sigma2 = True
 
-    def codes(self, x):
-        lo, hi = _extreme(x, lowest=True), _extreme(x, lowest=False)
+    def codes(self, x, qw, sigma2):
+        if qw is not None:
+            q, d, m = fit_scale_min(x, _weights(x, qw, sigma2), 2**self.bits - 1, -0.9, 0.05, 36, use_mad=False)
+            return d, -m, q
+        lo, hi = first_extreme(x, lowest=True), first_extreme(x, lowest=False)
         d = (hi - lo) / F32(2**self.bits - 1)
         with np.errstate(over="ignore", invalid="ignore"):
             t = x - lo
@@ -262,8 +289,8 @@ class Q4_0(_Offset32):
     __doc__ = _Offset32.__doc__ + " Bytes: d (fp16), 16 bytes of two 4-bit codes (j, j + 16)."
     name, block_size, type_size, fields, bits = "Q4_0", 32, 18, ("d", "codes"), 4
 
-    def quantize_blocks(self, x):
-        d, q = self.codes(_columns(x, 32))
+    def quantize_blocks(self, x, qw=None, sigma2=None):
+        d, q = self.codes(_columns(x, 32), _maybe_columns(qw, 32), sigma2)
         return _block_rows(_half_words(d), _byte_words(_nibbles(q[:16], q[16:])))
 
     def unpack(self, raw):
@@ -274,8 +301,8 @@ class Q5_0(_Offset32):
     __doc__ = _Offset32.__doc__ + " Bytes: d (fp16), qh (32 fifth bits), 16 bytes of nibbles."
     name, block_size, type_size, fields, bits = "Q5_0", 32, 22, ("d", "codes"), 5
 
-    def quantize_blocks(self, x):
-        d, q = self.codes(_columns(x, 32))
+    def quantize_blocks(self, x, qw=None, sigma2=None):
+        d, q = self.codes(_columns(x, 32), _maybe_columns(qw, 32), sigma2)
         return _block_rows(_half_words(d), *_pack5(q))
 
     def unpack(self, raw):
@@ -286,8 +313,8 @@ class Q4_1(_MinMax32):
     __doc__ = _MinMax32.__doc__ + " Bytes: d, m (fp16), 16 bytes of two 4-bit codes."
     name, block_size, type_size, fields, bits = "Q4_1", 32, 20, ("d", "m", "codes"), 4
 
-    def quantize_blocks(self, x):
-        d, m, q = self.codes(_columns(x, 32))
+    def quantize_blocks(self, x, qw=None, sigma2=None):
+        d, m, q = self.codes(_columns(x, 32), _maybe_columns(qw, 32), sigma2)
         return _block_rows(_half_words(d), _half_words(m), _byte_words(_nibbles(q[:16], q[16:])))
 
     def unpack(self, raw):
@@ -298,8 +325,8 @@ class Q5_1(_MinMax32):
     __doc__ = _MinMax32.__doc__ + " Bytes: d, m (fp16), qh, 16 bytes of nibbles."
     name, block_size, type_size, fields, bits = "Q5_1", 32, 24, ("d", "m", "codes"), 5
 
-    def quantize_blocks(self, x):
-        d, m, q = self.codes(_columns(x, 32))
+    def quantize_blocks(self, x, qw=None, sigma2=None):
+        d, m, q = self.codes(_columns(x, 32), _maybe_columns(qw, 32), sigma2)
         return _block_rows(_half_words(d), _half_words(m), *_pack5(q))
 
     def unpack(self, raw):
@@ -342,34 +369,52 @@ def unpack_scales_k4(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return scales, mins
 
 
+def _unpack_scales_k4_np(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scales, mins = unpack_scales_k4(torch.from_numpy(q))
+    return scales.numpy(), mins.numpy()
+
+
 class _ScaleMinK(BlockFormat):
     """Q4_K and Q5_K: 8 sub-blocks of 32 with weights w = sqrt(Σx²/32) + |x|; each gets a scale
     and a min from `fit_scale_min`; the scales (mins) are stored as 6-bit multiples of
     d = max scale / 63 (dmin = max min / 63), and the codes are found again with those:
-    q = clamp(round((x + dmin·m_j) / (d·s_j)), 0, 2^b − 1)."""
+    q = clamp(round((x + dmin·m_j) / (d·s_j)), 0, 2^b − 1). With an importance matrix the
+    weights are qw·sqrt(σ² + x²) (σ² = 2·Σx²/256 over the super-block), the search takes 37
+    finer grids, and the 6-bit scales and mins come from `fit_positive` weighted by Σw."""
 
     fields = ("d", "dmin", "scales", "mins", "codes")
     nmax: int
     search: tuple  # rmin, rdelta, nstep of fit_scale_min
 
-    def codes(self, x):
+    def codes(self, x, qw):
         b = x.shape[0]
         cols = _columns(x, 32)
-        av = np.sqrt(sequential_sum(cols * cols) / F32(32))
-        found, scale, mins = fit_scale_min(cols, av + np.abs(cols), self.nmax, *self.search, use_mad=False)
-        found = found.T.reshape(b, 8, 32)
-        scale, mins = scale.reshape(b, 8), mins.reshape(b, 8)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            max_scale = np.maximum(scale.max(axis=1), F32(0))
-            max_min = np.maximum(mins.max(axis=1), F32(0))
-            inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0))
-            inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0))
-            ls = np.minimum(63, nearest_int(inv_scale[:, None] * scale) & 0xFF)
-            lm = np.minimum(63, nearest_int(inv_min[:, None] * mins) & 0xFF)
-        d, dmin = max_scale / F32(63), max_min / F32(63)
+        if qw is None:
+            av = np.sqrt(sequential_sum(cols * cols) / F32(32))
+            found, scale, mins = fit_scale_min(cols, av + np.abs(cols), self.nmax, *self.search, use_mad=False)
+            scale, mins = scale.reshape(b, 8), mins.reshape(b, 8)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                max_scale = np.maximum(scale.max(axis=1), F32(0))
+                max_min = np.maximum(mins.max(axis=1), F32(0))
+                inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0))
+                inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0))
+                ls = np.minimum(63, nearest_int(inv_scale[:, None] * scale) & 0xFF)
+                lm = np.minimum(63, nearest_int(inv_min[:, None] * mins) & 0xFF)
+            d, dmin = max_scale / F32(63), max_min / F32(63)
+        else:
+            w, sw = _sub_block_weights(x, qw, 32, F32(2) * sum_squares(x) / F32(QK_K))
+            found, scale, mins = fit_scale_min(cols, w, self.nmax, -0.9, 0.05, 36, use_mad=False)
+            sw = sw.reshape(b, 8).T
+            ls, d = fit_positive(scale.reshape(b, 8).T, 63, sw)
+            lm, dmin = fit_positive(mins.reshape(b, 8).T, 63, sw)
+            ls, lm = ls.T.astype(np.int32), lm.T.astype(np.int32)
+            if self.nmax == 31:  # Q5_K clamps the 6-bit values, Q4_K stores them as they are
+                ls, lm = np.minimum(ls, 63), np.minimum(lm, 63)
+        packed = _pack_scales_k4(ls, lm)
+        ls, lm = _unpack_scales_k4_np(packed)  # what the requantization reads back
         q = _requantize(x.reshape(b, 8, 32), _through_half(d)[:, None] * ls.astype(F32),
-                        _through_half(dmin)[:, None] * lm.astype(F32), 0, self.nmax, found)
-        return [_half_bytes(d), _half_bytes(dmin), _pack_scales_k4(ls, lm)], q.reshape(b, 4, 2, 32)
+                        _through_half(dmin)[:, None] * lm.astype(F32), 0, self.nmax, found.T.reshape(b, 8, 32))
+        return [_half_bytes(d), _half_bytes(dmin), packed], q.reshape(b, 4, 2, 32)
 
     def unpack(self, raw):
         scales, mins = unpack_scales_k4(raw[:, 4:16])
@@ -387,8 +432,8 @@ class Q4_K(_ScaleMinK):
     chunk c (of 4) holds code l of sub-block 2c (low nibble) and of sub-block 2c + 1 (high)."""
     name, block_size, type_size, nmax, search = "Q4_K", QK_K, 144, 15, (-1.0, 0.1, 20)
 
-    def quantize_blocks(self, x):
-        head, q = self.codes(x)
+    def quantize_blocks(self, x, qw=None, sigma2=None):
+        head, q = self.codes(x, qw)
         return np.concatenate([*head, _nibbles(q[:, :, 0], q[:, :, 1]).reshape(-1, 128)], axis=1)
 
     def unpack_codes(self, raw):
@@ -403,8 +448,8 @@ class Q5_K(_ScaleMinK):
     fifth bit of code l of sub-block j), 128 bytes of low nibbles laid out as in Q4_K."""
     name, block_size, type_size, nmax, search = "Q5_K", QK_K, 176, 31, (-0.5, 0.1, 15)
 
-    def quantize_blocks(self, x):
-        head, q = self.codes(x)
+    def quantize_blocks(self, x, qw=None, sigma2=None):
+        head, q = self.codes(x, qw)
         fifth = ((q >> 4) & 1).reshape(-1, 8, 32).astype(np.uint8)
         qh = (fifth << np.arange(8, dtype=np.uint8)[:, None]).sum(axis=1, dtype=np.uint8)
         return np.concatenate([*head, qh, _nibbles(q[:, :, 0], q[:, :, 1]).reshape(-1, 128)], axis=1)
@@ -429,7 +474,8 @@ def _unpack_2bit(qs: torch.Tensor) -> torch.Tensor:
 class Q6_K(BlockFormat):
     """16 sub-blocks of 16 fitted by `fit_symmetric` (codes −32..31, weights x²); the scales
     are stored as int8 multiples of d = −max_scale/128 (max_scale: the scale of largest
-    magnitude, with its sign), then q = clamp(round(x / (d·s_j)), −32, 31) + 32.
+    magnitude, with its sign), then q = clamp(round(x / (d·s_j)), −32, 31) + 32. With an
+    importance matrix the search weights are the importance itself.
 
     Bytes (210): ql (128: low nibbles; byte l of quarter r holds codes l and l + 64 of each
     half), qh (64: the top 2 bits of codes l, l + 32, l + 64, l + 96 of each half), 16 int8
@@ -437,9 +483,9 @@ class Q6_K(BlockFormat):
 
     name, block_size, type_size, fields = "Q6_K", QK_K, 210, ("d", "scales", "codes")
 
-    def quantize_blocks(self, x):
+    def quantize_blocks(self, x, qw=None, sigma2=None):
         b = x.shape[0]
-        found, scale = fit_symmetric(_columns(x, 16), 32)
+        found, scale = fit_symmetric(_columns(x, 16), 32, _maybe_columns(qw, 16))
         found, scale = found.T.reshape(b, 16, 16), scale.reshape(b, 16)
         max_scale = signed_absmax(scale, axis=1)
         zero = np.abs(max_scale) < F32(1e-15)
@@ -473,26 +519,37 @@ class Q6_K(BlockFormat):
 
 class Q2_K(BlockFormat):
     """16 sub-blocks of 16 fitted by `fit_scale_min` (codes 0..3, weights |x|, absolute error);
-    scales and mins as 4-bit multiples of d = max scale / 15 and dmin = max min / 15.
+    scales and mins as 4-bit multiples of d = max scale / 15 and dmin = max min / 15. With an
+    importance matrix: squared error, weights qw·sqrt(σ² + x²) (σ² = Σx²/256), 37 grids, and
+    the 4-bit scales and mins from `fit_positive` weighted by Σw.
 
     Bytes (84): 16 bytes (scale in the low nibble, min in the high), 64 bytes of 2-bit codes,
     d, dmin (fp16)."""
 
     name, block_size, type_size, fields = "Q2_K", QK_K, 84, ("d", "dmin", "scales", "mins", "codes")
 
-    def quantize_blocks(self, x):
+    def quantize_blocks(self, x, qw=None, sigma2=None):
         b = x.shape[0]
         cols = _columns(x, 16)
-        found, scale, mins = fit_scale_min(cols, np.abs(cols), 3, -0.5, 0.1, 15, use_mad=True)
-        found, scale, mins = found.T.reshape(b, 16, 16), scale.reshape(b, 16), mins.reshape(b, 16)
-        max_scale = np.maximum(scale.max(axis=1), F32(0))
-        max_min = np.maximum(mins.max(axis=1), F32(0))
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            ls = np.where(max_scale[:, None] > 0, nearest_int((F32(15) / max_scale)[:, None] * scale), 0)
-            lm = np.where(max_min[:, None] > 0, nearest_int((F32(15) / max_min)[:, None] * mins), 0)
+        if qw is None:
+            found, scale, mins = fit_scale_min(cols, np.abs(cols), 3, -0.5, 0.1, 15, use_mad=True)
+            scale, mins = scale.reshape(b, 16), mins.reshape(b, 16)
+            max_scale = np.maximum(scale.max(axis=1), F32(0))
+            max_min = np.maximum(mins.max(axis=1), F32(0))
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                ls = np.where(max_scale[:, None] > 0, nearest_int((F32(15) / max_scale)[:, None] * scale), 0)
+                lm = np.where(max_min[:, None] > 0, nearest_int((F32(15) / max_min)[:, None] * mins), 0)
+            d = np.where(max_scale > 0, max_scale / F32(15), F32(0))
+            dmin = np.where(max_min > 0, max_min / F32(15), F32(0))
+        else:
+            w, sw = _sub_block_weights(x, qw, 16, sum_squares(x) / F32(QK_K))
+            found, scale, mins = fit_scale_min(cols, w, 3, -0.9, 0.05, 36, use_mad=False)
+            sw = sw.reshape(b, 16).T
+            ls, d = fit_positive(scale.reshape(b, 16).T, 15, sw)
+            lm, dmin = fit_positive(mins.reshape(b, 16).T, 15, sw)
+            ls, lm = ls.T.astype(np.int32), lm.T.astype(np.int32)
+        found = found.T.reshape(b, 16, 16)
         packed = (ls & 0xFF) | ((lm << 4) & 0xFF)
-        d = np.where(max_scale > 0, max_scale / F32(15), F32(0))
-        dmin = np.where(max_min > 0, max_min / F32(15), F32(0))
         q = _requantize(x.reshape(b, 16, 16), _through_half(d)[:, None] * (packed & 0xF).astype(F32),
                         _through_half(dmin)[:, None] * (packed >> 4).astype(F32), 0, 3, found)
         return np.concatenate([packed.astype(np.uint8), _pack_2bit(q), _half_bytes(d), _half_bytes(dmin)],
@@ -508,7 +565,9 @@ class Q2_K(BlockFormat):
 
 class Q3_K(BlockFormat):
     """16 sub-blocks of 16 fitted by `refine_symmetric` (codes −4..3); scales as 6-bit
-    multiples of d = −max_scale/32, stored with an offset of 32.
+    multiples of d = −max_scale/32, stored with an offset of 32. With an importance matrix:
+    `fit_symmetric` with weights qw·sqrt(σ² + x²) (σ² = 2·Σx²/256), and the 6-bit scales from
+    `fit_symmetric` again, weighted by Σw.
 
     Bytes (110): hmask (32: bit j of byte l is the third bit of code 32j + l), 64 bytes of the
     low 2 bits (as Q2_K), 12 bytes of scales (low nibbles of scales 0–7 and 8–15 in bytes 0–7,
@@ -516,23 +575,31 @@ class Q3_K(BlockFormat):
 
     name, block_size, type_size, fields = "Q3_K", QK_K, 110, ("d", "scales", "codes")
 
-    def quantize_blocks(self, x):
+    def quantize_blocks(self, x, qw=None, sigma2=None):
         b = x.shape[0]
-        found, scale = refine_symmetric(_columns(x, 16), 4)
-        found, scale = found.T.reshape(b, 16, 16), scale.reshape(b, 16)
-        max_scale = signed_absmax(scale, axis=1)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            iscale = F32(-32) / max_scale
-            ls = np.clip(nearest_int(iscale[:, None] * scale).astype(np.int8), -32, 31).astype(np.int32) + 32
-            d = np.where(max_scale != 0, F32(1) / iscale, F32(0))
-        ls = np.where(max_scale[:, None] != 0, ls, 32)
+        if qw is None:
+            found, scale = refine_symmetric(_columns(x, 16), 4)
+            scale = scale.reshape(b, 16)
+            max_scale = signed_absmax(scale, axis=1)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                iscale = F32(-32) / max_scale
+                ls = np.clip(nearest_int(iscale[:, None] * scale).astype(np.int8), -32, 31).astype(np.int32) + 32
+                d = np.where(max_scale != 0, F32(1) / iscale, F32(0))
+            ls = np.where(max_scale[:, None] != 0, ls, 32)
+            blank = max_scale == 0  # stores zero bytes for the scales
+        else:
+            w, sw = _sub_block_weights(x, qw, 16, F32(2) * sum_squares(x) / F32(QK_K))
+            found, scale = fit_symmetric(_columns(x, 16), 4, w)
+            ls, d = fit_symmetric(scale.reshape(b, 16).T, 32, sw.reshape(b, 16).T)
+            ls, blank = ls.T, np.zeros(b, dtype=bool)  # the stored scale is ls − 32
+        found = found.T.reshape(b, 16, 16)
         q = _requantize(x.reshape(b, 16, 16), _through_half(d)[:, None] * (ls - 32).astype(F32), None, -4, 3,
                         found - 4) + 4
         low = (ls & 0xF).astype(np.uint8)
         top = (ls >> 4).reshape(b, 4, 4).astype(np.uint8)  # scale j: bits 2·(j // 4) of byte 8 + j % 4
         top = (top << np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]).sum(axis=1, dtype=np.uint8)
         scales = np.concatenate([low[:, :8] | (low[:, 8:] << 4), top], axis=1)
-        scales[max_scale == 0] = 0
+        scales[blank] = 0
         q = q.reshape(b, 8, 32)
         hmask = ((q >> 2).astype(np.uint8) << np.arange(8, dtype=np.uint8)[:, None]).sum(axis=1, dtype=np.uint8)
         return np.concatenate([hmask, _pack_2bit(q & 3), scales, _half_bytes(d)], axis=1)
@@ -594,17 +661,46 @@ def _float32_rows(x) -> np.ndarray:
     return x.reshape(-1, x.shape[-1])
 
 
-def quantize(x, qtype) -> np.ndarray:
+def _importance(imatrix, n: int) -> np.ndarray:
+    """The importance of each of the n columns as float32 (n,); it must be finite and ≥ 0."""
+    if isinstance(imatrix, torch.Tensor):
+        imatrix = imatrix.detach().to("cpu", torch.float32).numpy()
+    qw = np.asarray(imatrix)
+    if qw.dtype.kind not in "fiu":
+        raise TypeError(f"imatrix must hold numbers, got {qw.dtype}")
+    if qw.shape != (n,):
+        raise ValueError(f"imatrix must hold one importance per column of the row: shape ({n},), got {qw.shape}")
+    qw = np.ascontiguousarray(qw, dtype=F32)
+    if not np.isfinite(qw).all() or (qw < 0).any():
+        raise ValueError("imatrix must be finite and ≥ 0 (a mean of squares per column)")
+    return qw
+
+
+def quantize(x, qtype, imatrix=None) -> np.ndarray:
     """Quantize the rows of `x` (a float tensor or array; its last dimension is the row) to a
-    GGUF block format, as llama.cpp's reference quantizer does: uint8 (rows, row_bytes)."""
+    GGUF block format as ggml's ggml_quantize_chunk does: uint8 (rows, row_bytes).
+
+    `imatrix`: the importance of each column (K values, e.g. the mean x² of each input channel
+    over calibration text, `imatrix.ImportanceMatrix.weights`), or None for the reference
+    quantizer. Q8_0 ignores it, as ggml does."""
     fmt = get_format(qtype)
     rows = _float32_rows(x)
     size = row_bytes(fmt, rows.shape[1])
     blocks = rows.reshape(-1, fmt.block_size)
+    per_row = rows.shape[1] // fmt.block_size
+    qw = sigma2 = None
+    if imatrix is not None:
+        qw = _importance(imatrix, rows.shape[1]).reshape(per_row, fmt.block_size)
+        if fmt.row_sigma2:
+            sigma2 = np.repeat(sum_squares(rows) / F32(rows.shape[1]), per_row)
     step = max(1, CHUNK_WEIGHTS // fmt.block_size)
     out = np.empty((blocks.shape[0], fmt.type_size), dtype=np.uint8)
-    for start in range(0, blocks.shape[0], step):
-        out[start:start + step] = fmt.quantize_blocks(blocks[start:start + step])
+    with np.errstate(all="ignore"):  # overflow (huge importance) and 0/0 are ggml's arithmetic too
+        for start in range(0, blocks.shape[0], step):
+            part = slice(start, start + step)
+            index = np.arange(start, min(start + step, blocks.shape[0])) % per_row
+            out[part] = fmt.quantize_blocks(blocks[part], None if qw is None else qw[index],
+                                            None if sigma2 is None else sigma2[part])
     return out.reshape(rows.shape[0], size)
 
 

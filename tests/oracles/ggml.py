@@ -138,13 +138,18 @@ class GGML:
         t = self.traits(qtype)
         return n // t.blck_size * t.type_size
 
-    def quantize(self, x: np.ndarray, qtype: str) -> np.ndarray:
-        """ggml_quantize_chunk(type, rows of x, …, imatrix=NULL): uint8 (rows, row_bytes)."""
+    def quantize(self, x: np.ndarray, qtype: str, imatrix: np.ndarray | None = None) -> np.ndarray:
+        """ggml_quantize_chunk(type, rows of x, …, imatrix): uint8 (rows, row_bytes); `imatrix`
+        is one importance per column (NULL when None)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         rows = x.reshape(-1, x.shape[-1])
+        if imatrix is not None:
+            imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
+            assert imatrix.shape == (rows.shape[1],)
         out = np.zeros((rows.shape[0], self.row_bytes(qtype, rows.shape[1])), dtype=np.uint8)
         written = self.lib.ggml_quantize_chunk(gguf.GGMLQuantizationType[qtype].value, rows.ctypes.data,
-                                               out.ctypes.data, 0, rows.shape[0], rows.shape[1], None)
+                                               out.ctypes.data, 0, rows.shape[0], rows.shape[1],
+                                               None if imatrix is None else imatrix.ctypes.data)
         assert written == out.nbytes
         return out
 
