@@ -11,6 +11,7 @@ also available here, as checks.check_absmax(...).
 from .core import CheckFailed, Passed
 from .gguf import check_q8_0, check_scale_min_k4, check_use_more_bits, q8_0_cases
 from .llm_int8 import check_llm_int8_matmul, check_outlier_columns, llm_int8_cases
+from .making_it_fast import check_min_time
 from .number_formats import (
     check_codebook,
     check_decode,
@@ -28,3 +29,5 @@ from .quantization_basics import (
     check_zeropoint,
     quantization_cases,
 )
+from .running_example import check_perplexity
+from .why_quantize import check_count_params

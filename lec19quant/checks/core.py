@@ -1,5 +1,6 @@
 """What every check shares: run a student's function on every case, compare, report."""
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -19,18 +20,63 @@ class Passed:
         return self.message
 
 
+class _Answers:
+    """Where `_run` takes a student's answers from. Normally it calls the function on each case;
+    the grader (lec19quant.grading) records them in the student's process instead (`record`) and
+    compares them in its own (`replay`), so that no code of the student's decides a score."""
+
+    recorded: list | None = None  # one list of (called, got) per _run while recording
+    replayed: list | None = None  # the lists to compare, in the order of the _run calls
+
+
+def _answer(student: Callable, case) -> tuple[bool, object]:
+    """(True, student(case)), or (False, the error's text) when the student's function raises."""
+    try:
+        return True, student(case)
+    except Exception as error:  # the student's bug, reported as a wrong answer
+        return False, f"{type(error).__name__}: {error}"
+
+
+@contextmanager
+def record() -> Iterator[list]:
+    """Within it, `_run` stores the student's answers (one list per check run) and compares nothing."""
+    _Answers.recorded = []
+    try:
+        yield _Answers.recorded
+    finally:
+        _Answers.recorded = None
+
+
+@contextmanager
+def replay(answers: list) -> Iterator[None]:
+    """Within it, `_run` compares `answers` (as `record` stored them) instead of calling the student."""
+    _Answers.replayed = list(answers)
+    try:
+        yield
+    finally:
+        _Answers.replayed = None
+
+
 def _run(name: str, student: Callable, cases: Iterable, expected: Iterable, same: Callable,
          describe: Callable, what: str) -> Passed:
     """Call `student` on each case and compare with the expected answer by `same(got, want)`."""
-    if not callable(student):
+    replayed = _Answers.replayed
+    if replayed is None and not callable(student):
         raise TypeError(f"{name} takes your function, got {type(student).__name__}")
+    if _Answers.recorded is not None:
+        _Answers.recorded.append([_answer(student, case) for case in cases])
+        return Passed(f"{name}: answers recorded")
+    if replayed is None:
+        answers = (_answer(student, case) for case in cases)
+    else:
+        answers = iter(replayed.pop(0) if replayed else [])
     n, failed, first = 0, 0, None
     for case, want in zip(cases, expected):
         n += 1
+        called, got = next(answers, (False, "no answer"))
         try:
-            got = student(case)
-            ok = same(got, want)
-        except Exception as error:  # the student's bug, reported as a wrong answer
+            ok = called and same(got, want)
+        except Exception as error:  # an answer of the wrong kind
             got, ok = f"{type(error).__name__}: {error}", False
         if not ok:
             failed += 1
