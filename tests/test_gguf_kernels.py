@@ -19,35 +19,36 @@ def weights(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("fmt", ["Q4_K", "Q6_K"])
 @pytest.mark.parametrize("rows, cols", [(1, 256), (5, 768), (9, 512)])  # 1, 15, 18 super-blocks: ragged tiles
-def test_triton_dequantize_is_bit_exact(fmt, rows, cols):
-    raw = torch.from_numpy(blocks.quantize(weights(rows, cols), fmt))
+def test_triton_dequantize_is_bit_exact(fmt, rows, cols, device):
+    raw = torch.from_numpy(blocks.quantize(weights(rows, cols), fmt)).to(device)
     fast = blocks.dequantize(raw, fmt, (rows, cols), backend="triton")
     assert torch.equal(fast.view(torch.int32), blocks.dequantize(raw, fmt, (rows, cols), backend="torch").view(torch.int32))
 
 
 @pytest.mark.parametrize("fmt", ["Q4_K", "Q6_K"])
-def test_triton_decodes_any_bytes_like_torch(fmt):
+def test_triton_decodes_any_bytes_like_torch(fmt, device):
     f = blocks.FORMATS[fmt]
     g = np.random.default_rng(1)
     raw = g.integers(0, 256, (11, f.type_size), dtype=np.uint8)
     halves = (0, 2) if fmt == "Q4_K" else (208,)
     for at in halves:
         raw[:, at:at + 2] = (g.standard_normal(11) * 0.01).astype("<f2").view(np.uint8).reshape(11, 2)
-    raw = torch.from_numpy(raw)
+    raw = torch.from_numpy(raw).to(device)
     fast = blocks.dequantize(raw, fmt, (11 * 256,), backend="triton")
     assert torch.equal(fast.view(torch.int32), blocks.dequantize(raw, fmt, (11 * 256,), backend="torch").view(torch.int32))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("rows, cols", [(1, 256), (37, 512), (16, 768)])
-def test_fused_q4_k_matvec(rows, cols, dtype):
+def test_fused_q4_k_matvec(rows, cols, dtype, device):
     w = weights(rows, cols, seed=rows)
     x = torch.randn(cols).to(dtype)
     raw = torch.from_numpy(blocks.quantize(w, "Q4_K"))
-    y = blocks.matvec(raw, "Q4_K", w.shape, x, backend="triton")
+    y = blocks.matvec(raw.to(device), "Q4_K", w.shape, x.to(device), backend="triton").cpu()
     reference = blocks.dequantize(raw, "Q4_K", w.shape).double() @ x.double()
     assert y.dtype == torch.float32 and y.shape == (rows,)
     assert torch.allclose(y.double(), reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
+    raw, x = raw.to(device), x.to(device)
     assert torch.equal(blocks.matvec(raw, "Q4_K", w.shape, x, backend="torch"),
                        blocks.dequantize(raw, "Q4_K", w.shape) @ x.float())
 

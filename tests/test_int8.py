@@ -9,7 +9,7 @@ from lec19quant.quantize import absmax_quantize
 
 
 def int64_reference(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    return a.numpy().astype(np.int64) @ b.numpy().astype(np.int64)
+    return a.cpu().numpy().astype(np.int64) @ b.cpu().numpy().astype(np.int64)
 
 
 SHAPES = [(1, 7, 3), (1, 64, 64), (5, 33, 9), (17, 100, 65), (64, 256, 48), (3, 1, 2)]
@@ -17,30 +17,30 @@ SHAPES = [(1, 7, 3), (1, 64, 64), (5, 33, 9), (17, 100, 65), (64, 256, 48), (3, 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("m, k, n", SHAPES)
-def test_int32_product_is_exact(backend, m, k, n):
+def test_int32_product_is_exact(backend, m, k, n, device):
     torch.manual_seed(m * k * n)
-    a = torch.randint(-128, 128, (m, k), dtype=torch.int8)
-    b = torch.randint(-128, 128, (k, n), dtype=torch.int8)
+    a = torch.randint(-128, 128, (m, k), dtype=torch.int8).to(device)
+    b = torch.randint(-128, 128, (k, n), dtype=torch.int8).to(device)
     c = int8.matmul_int32(a, b, backend)
     assert c.dtype == torch.int32 and c.shape == (m, n)
-    assert np.array_equal(c.numpy(), int64_reference(a, b))
+    assert np.array_equal(c.cpu().numpy(), int64_reference(a, b))
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_sums_beyond_int16_and_float16_are_exact(backend):
+def test_sums_beyond_int16_and_float16_are_exact(backend, device):
     k = 3000  # 3000 · 127² ≈ 4.8e7: far beyond int16, and beyond float32's exact 2^24 for the torch path too
     a = torch.full((2, k), 127, dtype=torch.int8)
     a[1] = -128
     b = torch.full((k, 17), -127, dtype=torch.int8)
     b[: k // 2, 3] = 1
-    c = int8.matmul_int32(a, b, backend)
+    c = int8.matmul_int32(a.to(device), b.to(device), backend)
     assert c[0, 0].item() == -127 * 127 * k and c[1, 0].item() == 128 * 127 * k
-    assert np.array_equal(c.numpy(), int64_reference(a, b))
+    assert np.array_equal(c.cpu().numpy(), int64_reference(a, b))
 
 
-def test_triton_matches_on_transposed_views():
-    a = torch.randint(-127, 128, (40, 70), dtype=torch.int8)
-    b = torch.randint(-127, 128, (50, 70), dtype=torch.int8).t()  # non-contiguous (70, 50)
+def test_triton_matches_on_transposed_views(device):
+    a = torch.randint(-127, 128, (40, 70), dtype=torch.int8, device=device)
+    b = torch.randint(-127, 128, (50, 70), dtype=torch.int8, device=device).t()  # non-contiguous (70, 50)
     assert torch.equal(int8.matmul_int32(a, b, "triton"), int8.matmul_int32(a, b, "torch"))
 
 
@@ -55,7 +55,7 @@ def test_matmul_int32_arguments():
                           torch.zeros(int8.MAX_K + 1, 1, dtype=torch.int8))
 
 
-def test_int8_matmul_is_z_over_the_outer_product_of_scales():
+def test_int8_matmul_is_z_over_the_outer_product_of_scales(device):
     torch.manual_seed(0)
     x, w = torch.randn(6, 40), torch.randn(40, 9)
     s_x = 127 / x.abs().amax(1, keepdim=True)
@@ -63,7 +63,7 @@ def test_int8_matmul_is_z_over_the_outer_product_of_scales():
     z = torch.round(x * s_x).long() @ torch.round(w * s_w).long()
     expected = z / (s_x * s_w)
     for backend in ("torch", "triton"):
-        assert torch.allclose(int8.int8_matmul(x, w, backend), expected, rtol=1e-6, atol=0)
+        assert torch.allclose(int8.int8_matmul(x.to(device), w.to(device), backend).cpu(), expected, rtol=1e-6, atol=0)
     assert torch.allclose(int8.int8_matmul(x, w), x @ w, atol=0.1)
 
 

@@ -298,40 +298,42 @@ TRITON_SHAPES = [(1, 7, 3), (5, 100, 65), (17, 256, 33)]
 
 @pytest.mark.parametrize("variant", int8.VARIANTS)
 @pytest.mark.parametrize("m, k, n", TRITON_SHAPES)
-def test_triton_split_equals_torch(variant, m, k, n):
+def test_triton_split_equals_torch(variant, m, k, n, device):
     x = planted(m, k, seed=k)
     if m > 2:
         x[2] = 0.0
     for threshold in (6.0, 0):
         q, columns = int8.split_outliers(x, threshold, variant, backend="torch")
         qt, columns_t = int8.split_outliers(x, threshold, variant, backend="triton")
+    x = x.to(device)
         assert torch.equal(q.codes, qt.codes) and torch.equal(q.scale, qt.scale)
         assert torch.equal(columns, columns_t)
 
 
 @pytest.mark.parametrize("variant", int8.VARIANTS)
 @pytest.mark.parametrize("m, k, n", TRITON_SHAPES)
-def test_triton_product_equals_torch(variant, m, k, n):
+def test_triton_product_equals_torch(variant, m, k, n, device):
     x, w = planted(m, k, seed=n), torch.randn(k, n) / 5
     w[:, 1] = 0.0  # an all-zero output column
     exact = int8.llm_int8_matmul(x, w, 0, variant, backend="triton")
     assert torch.equal(exact, int8.llm_int8_matmul(x, w, 0, variant, backend="torch"))  # int8 only
     y = int8.llm_int8_matmul(x, w, 6.0, variant, backend="triton")
+    x, w = x.to(device), w.to(device)
     torch.testing.assert_close(y, int8.llm_int8_matmul(x, w, 6.0, variant, backend="torch"),
                                rtol=1e-6, atol=1e-5)
 
 
-def test_triton_layer_with_bias_and_strided_input():
-    layer = linear(80, 20, seed=7)
-    x = planted(80, 30, seed=8).t()  # a transposed view: (30, 80), not contiguous
+def test_triton_layer_with_bias_and_strided_input(device):
+    layer = linear(80, 20, seed=7).to(device)
+    x = planted(80, 30, seed=8).to(device).t()  # a transposed view: (30, 80), not contiguous
     for variant in int8.VARIANTS:
         torch_layer = int8.Int8Linear.from_linear(layer, variant=variant, backend="torch")
         triton_layer = int8.Int8Linear.from_linear(layer, variant=variant, backend="triton")
         torch.testing.assert_close(triton_layer(x), torch_layer(x), rtol=1e-6, atol=1e-5)
 
 
-def test_triton_float16_input():
-    x, w = planted(9, 64, dtype=torch.float16), torch.randn(64, 16) / 8
+def test_triton_float16_input(device):
+    x, w = planted(9, 64, dtype=torch.float16).to(device), (torch.randn(64, 16) / 8).to(device)
     q, columns = int8.split_outliers(x, variant="paper", backend="torch")
     qt, columns_t = int8.split_outliers(x, variant="paper", backend="triton")
     assert torch.equal(q.codes, qt.codes) and torch.equal(q.scale, qt.scale) and torch.equal(columns, columns_t)
@@ -339,9 +341,9 @@ def test_triton_float16_input():
                                int8.llm_int8_matmul(x, w, backend="torch"), rtol=1e-6, atol=1e-5)
 
 
-def test_kernel_threshold_is_rounded_like_torch():
+def test_kernel_threshold_is_rounded_like_torch(device):
     """PyTorch compares a float16 tensor with a float threshold in float16: 6.0009 becomes 6.0."""
-    x = torch.tensor([[6.0, 1.0], [2.0, 3.0]], dtype=torch.float16)
+    x = torch.tensor([[6.0, 1.0], [2.0, 3.0]], dtype=torch.float16, device=device)
     assert kernel.outlier_flags(x, 6.0009).tolist() == [1, 0]
     assert int8.outlier_columns(x, 6.0009).tolist() == [0]
 

@@ -300,46 +300,56 @@ def exact_weight(q: N.NVFP4Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("m, k, n", [(1, 16, 1), (3, 48, 5), (17, 80, 70), (5, 208, 130), (64, 128, 64)])
+def moved(q: N.NVFP4Tensor, device) -> N.NVFP4Tensor:
+    """The same NVFP4 tensor with its codes and scales on `device`."""
+    t = None if q.tensor_scale is None else q.tensor_scale.to(device)
+    return N.NVFP4Tensor(q.codes.to(device), q.block_scales.to(device), t, q.shape)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("tensor_scale", [None, "auto"])
-def test_triton_matmul_matches_the_reference(m, k, n, dtype, tensor_scale):
+def test_triton_matmul_matches_the_reference(m, k, n, dtype, tensor_scale, device):
     g = torch.Generator().manual_seed(m * k + n)
     w = torch.randn(n, k, generator=g) * torch.exp(torch.randn(n, 1, generator=g)) * 0.05
     x = (torch.randn(m, k, generator=g) * 3).to(dtype)
     q = N.nvfp4_quantize(w, tensor_scale)
-    y = N.nvfp4_matmul(x, q, backend="triton")
+    y = N.nvfp4_matmul(x.to(device), moved(q, device), backend="triton").cpu()
     assert y.dtype == torch.float32 and y.shape == (m, n)
     reference = x.half().double() @ exact_weight(q).t()  # the kernel multiplies x in float16
-    # exact products, K float32 additions and the multiplication by t: (K + 1) roundings at most
-    bound = (k + 1) * 2.0**-24 * (x.half().double().abs() @ exact_weight(q).abs().t()) + 1e-30
+    # exact products, K float32 additions and the multiplication by t: (K + 1) roundings at most,
+    # each of half a unit in the last place (2^-24); a GPU's tensor cores truncate the products
+    # they align and add, which costs up to a whole unit (2^-23) per addition
+    unit = 2.0**-23 if device.type == "cuda" else 2.0**-24
+    bound = (k + 1) * unit * (x.half().double().abs() @ exact_weight(q).abs().t()) + 1e-30
     assert torch.all((y.double() - reference).abs() <= bound)
-    torch_path = N.nvfp4_matmul(x, q, backend="torch")
+    torch_path = N.nvfp4_matmul(x.to(device), moved(q, device), backend="torch").cpu()
     assert torch.allclose(y, torch_path, rtol=1e-2, atol=1e-2 * torch_path.abs().max().item())
 
 
-def test_triton_decodes_every_code_and_scale_exactly():
+def test_triton_decodes_every_code_and_scale_exactly(device):
     # x = I picks out Ŵᵀ itself, so the kernel's output is each weight, rounded once to float32
     # (a sum cannot keep the sign of −0, so zeros compare as numbers)
     codes = torch.arange(256, dtype=torch.uint8).repeat(4, 1)  # every pair of E2M1 codes
     scales = torch.arange(128, dtype=torch.uint8).clamp(max=126).view(4, 32)  # every E4M3 scale
     for t in (None, torch.tensor(3e-3)):
         q = N.NVFP4Tensor(codes, scales, t, torch.Size((4, 512)))
-        y = N.nvfp4_matmul(torch.eye(512), q, backend="triton")
-        assert torch.equal(y.t(), exact_weight(q).float())
-    assert torch.equal(N.nvfp4_matmul(torch.eye(512), q, backend="torch").t(), q.dequantize())
+        y = N.nvfp4_matmul(torch.eye(512, device=device), moved(q, device), backend="triton")
+        assert torch.equal(y.t().cpu(), exact_weight(q).float())
+    q = moved(q, device)
+    assert torch.equal(N.nvfp4_matmul(torch.eye(512, device=device), q, backend="torch").t(), q.dequantize())
 
 
-def test_triton_matmul_takes_strided_x_and_checks_shapes():
-    w = N.nvfp4_quantize(torch.randn(24, 64))
-    x = torch.randn(64, 9).t()  # (9, 64), not contiguous
+def test_triton_matmul_takes_strided_x_and_checks_shapes(device):
+    w = N.nvfp4_quantize(torch.randn(24, 64, device=device))
+    x = torch.randn(64, 9, device=device).t()  # (9, 64), not contiguous
     assert torch.allclose(N.nvfp4_matmul(x, w, "triton"), N.nvfp4_matmul(x.contiguous(), w, "triton"))
     with pytest.raises(ValueError, match="must be \\(M, K\\) with K = 64"):
         N.nvfp4_matmul(torch.randn(3, 32), w)
     with pytest.raises(TypeError, match="NVFP4Tensor"):
         N.nvfp4_matmul(torch.randn(3, 64), N.mxfp4_quantize(torch.randn(24, 64)))
     with pytest.raises(ValueError, match="65504"):
-        N.nvfp4_matmul(torch.full((2, 64), 7e4), w, "triton")
-    assert torch.isfinite(N.nvfp4_matmul(torch.full((2, 64), 7e4), w, "torch")).all()
+        N.nvfp4_matmul(torch.full((2, 64), 7e4, device=device), w, "triton")
+    assert torch.isfinite(N.nvfp4_matmul(torch.full((2, 64), 7e4, device=device), w, "torch")).all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,10 +381,10 @@ def test_switching_activations_on_gives_the_w4a4_layer():
         assert torch.equal(layer(x), N.FourBitLinear(linear, fmt, activations=True)(x))
 
 
-def test_four_bit_linear_uses_the_kernel_when_asked():
+def test_four_bit_linear_uses_the_kernel_when_asked(device):
     torch.manual_seed(3)
-    linear = nn.Linear(64, 40)
-    x = torch.randn(7, 64)
+    linear = nn.Linear(64, 40).to(device)
+    x = torch.randn(7, 64, device=device)
     fast = N.FourBitLinear(linear, "nvfp4", backend="triton")(x)
     assert torch.allclose(fast, N.FourBitLinear(linear, "nvfp4")(x), rtol=1e-2, atol=1e-2)
 

@@ -51,15 +51,15 @@ def inputs(shape, seed):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("tokens, n_in, n_out", [((5, 7), 96, 40), ((1,), 32, 3), ((3, 2), 64, 65)])
-def test_qat_linear_equals_torchao_outputs_and_gradients(backend, tokens, n_in, n_out):
+def test_qat_linear_equals_torchao_outputs_and_gradients(backend, tokens, n_in, n_out, device):
     quantize_, QATConfig, IntxConfig, _ = torchao_qat()
     torch.manual_seed(n_in * n_out)
-    theirs = nn.Sequential(nn.Linear(n_in, n_out))
+    theirs = nn.Sequential(nn.Linear(n_in, n_out)).to(device)
     ours = copy.deepcopy(theirs)
     quantize_(theirs, QATConfig(activation_config=IntxConfig(torch.int8, "per_token", is_symmetric=False),
                                 weight_config=IntxConfig(torch.int4, group_size=32), step="prepare"))
     qat.prepare_qat(ours, w4a8(backend), skip=())
-    x = inputs((*tokens, n_in), seed=n_out)
+    x = inputs((*tokens, n_in), seed=n_out).to(device)
     x_theirs, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
     y_theirs, y_ours = theirs(x_theirs), ours(x_ours)
     g = torch.randn_like(y_theirs)
@@ -102,10 +102,10 @@ def test_symmetric_steps_use_all_codes():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("zero", [0, 3, -128])
-def test_gradient_mask_at_the_range_edges(backend, zero):
+def test_gradient_mask_at_the_range_edges(backend, zero, device):
     qmin, qmax, step = -128, 127, 0.25  # a power-of-two step: x / Δ is exact, so are the ties
     edges = torch.tensor([qmin - 0.5, qmin - 0.5001, qmin - 0.4999, qmin, qmax, qmax + 0.4999, qmax + 0.5,
-                          qmax + 0.5001, qmin - 1.5, qmax - 0.5, qmax + 1.5, 0.5, 1.5, 1e9, -1e9])
+                          qmax + 0.5001, qmin - 1.5, qmax - 0.5, qmax + 1.5, 0.5, 1.5, 1e9, -1e9], device=device)
     x = ((edges - zero) * step).requires_grad_()
     out = qat.fake_quantize(x, step, zero, qmin, qmax, backend=backend)
     out.backward(torch.ones_like(out))
@@ -123,10 +123,10 @@ def test_gradient_mask_at_the_range_edges(backend, zero):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_outputs_equal_pytorch_per_channel_fake_quantize(backend):
-    x = inputs((6, 50), seed=3)
-    step = x.abs().amax(1) / 100 + torch.rand(6)  # arbitrary steps
-    zero = torch.tensor([0, 5, -3, 20, -20, 1], dtype=torch.int32)
+def test_outputs_equal_pytorch_per_channel_fake_quantize(backend, device):
+    x = inputs((6, 50), seed=3).to(device)
+    step = x.abs().amax(1) / 100 + torch.rand(6, device=device)  # arbitrary steps
+    zero = torch.tensor([0, 5, -3, 20, -20, 1], dtype=torch.int32, device=device)
     ours = qat.fake_quantize(x, step[:, None], zero[:, None].float(), -64, 63, backend=backend)
     theirs = torch.fake_quantize_per_channel_affine(x, step, zero, 0, -64, 63)
     assert torch.equal(bits_of(ours), bits_of(theirs))
@@ -168,19 +168,19 @@ def adversarial(n: int, dtype, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape, group", [((3000,), 3000), ((7, 33), 33), ((5, 96), 32), ((1030,), 1),
                                           ((2, 3, 40), 8)])
-def test_triton_matches_torch_bit_for_bit(dtype, shape, group):
+def test_triton_matches_torch_bit_for_bit(dtype, shape, group, device):
     n = math.prod(shape)
     x = adversarial(n, dtype, seed=n + group).reshape(shape)
     g = torch.Generator().manual_seed(group)
     steps = torch.rand(n // group, generator=g) * 0.7 + 1e-3
     steps[0] = 0.5
     zeros = torch.randint(-5, 6, (n // group,), generator=g).float()
-    view = x.reshape(-1, group)
+    view, steps, zeros = x.reshape(-1, group).to(device), steps.to(device), zeros.to(device)
     outs, grads = [], []
     for backend in BACKENDS:
         xb = view.clone().requires_grad_()
         out, inside = qat._fake_quantize(xb, steps[:, None], zeros[:, None], -8, 7, backend)
-        out.backward(adversarial(n, dtype, seed=7).reshape(out.shape).nan_to_num(0.0))
+        out.backward(adversarial(n, dtype, seed=7).reshape(out.shape).nan_to_num(0.0).to(device))
         outs.append((out, inside))
         grads.append(xb.grad)
     assert outs[0][1].dtype == outs[1][1].dtype == torch.bool
@@ -188,16 +188,17 @@ def test_triton_matches_torch_bit_for_bit(dtype, shape, group):
     assert identical(grads[0], grads[1])
 
 
-def test_triton_handles_broadcast_steps_and_refuses_columns():
-    x = inputs((4, 6, 16), seed=5)
+def test_triton_handles_broadcast_steps_and_refuses_columns(device):
+    x = inputs((4, 6, 16), seed=5).to(device)
     for step in (torch.tensor(0.1), torch.rand(4, 1, 1) + 0.1, torch.rand(4, 6, 1) + 0.1):
+        step = step.to(device)
         assert torch.equal(qat.fake_quantize(x, step, 0, -8, 7, backend="triton"),
                            qat.fake_quantize(x, step, 0, -8, 7, backend="torch"))
     assert torch.equal(qat.fake_quantize(x, 0.2, 1, -8, 7, group_size=8, backend="triton"),
                        qat.fake_quantize(x, 0.2, 1, -8, 7, group_size=8, backend="torch"))
     with pytest.raises(ValueError, match="consecutive elements"):
-        qat.fake_quantize(x, torch.rand(16) + 0.1, 0, -8, 7, backend="triton")
-    qat.fake_quantize(x, torch.rand(16) + 0.1, 0, -8, 7, backend="auto")  # per column: the torch path
+        qat.fake_quantize(x, torch.rand(16, device=device) + 0.1, 0, -8, 7, backend="triton")
+    qat.fake_quantize(x, torch.rand(16, device=device) + 0.1, 0, -8, 7, backend="auto")  # per column: the torch path
 
 
 # --- learned steps (LSQ) -------------------------------------------------------------------------

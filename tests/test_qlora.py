@@ -209,8 +209,8 @@ def test_bad_inputs_are_named():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape, blocksize", [((48, 96), 64), ((5, 37), 32), ((201,), 128), ((3, 64), 256)])
-def test_dequantize_kernel_is_exact(shape, blocksize, dtype):
-    w = (torch.randn(shape) * 3).to(dtype)
+def test_dequantize_kernel_is_exact(shape, blocksize, dtype, device):
+    w = (torch.randn(shape) * 3).to(dtype).to(device)
     packed, state = qlora.nf4_quantize(w, blocksize)
     triton = qlora.nf4_dequantize(packed, state, backend="triton")
     assert triton.dtype == dtype and triton.shape == w.shape
@@ -219,13 +219,13 @@ def test_dequantize_kernel_is_exact(shape, blocksize, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("n, k, blocksize", [(48, 96, 64), (37, 256, 128), (16, 34, 32)])
-def test_gemv_kernel_matches_the_reference(n, k, blocksize, dtype):
+def test_gemv_kernel_matches_the_reference(n, k, blocksize, dtype, device):
     """Equal to within float32 summation in another order: |Δ| ≤ K·2⁻²³·Σ|x·ŵ| before the
     output is rounded, plus one unit in the last place of the output dtype."""
     g = torch.Generator().manual_seed(n)
     w = torch.randn(n, k, generator=g)
     w[3, 5] = 40.0  # an outlier
-    x = torch.randn(k, generator=g).to(dtype)
+    w, x = w.to(device), torch.randn(k, generator=g).to(dtype).to(device)
     packed, state = qlora.nf4_quantize(w, blocksize)
     y = qlora.nf4_matmul(x, packed, state, backend="triton")
     w_hat = qlora.nf4_dequantize(packed, state).to(dtype).float()
@@ -237,15 +237,15 @@ def test_gemv_kernel_matches_the_reference(n, k, blocksize, dtype):
     assert ((y.double() - reference.double()).abs() <= 2 * bound + 1e-30).all()
 
 
-def test_linear4bit_uses_the_gemv_kernel_for_one_row(monkeypatch):
+def test_linear4bit_uses_the_gemv_kernel_for_one_row(monkeypatch, device):
     from lec19quant.kernels import nf4 as kernel
 
     calls = []
     monkeypatch.setattr(kernel, "gemv", lambda *args: calls.append(args) or args[4].zero_())
-    layer = qlora.Linear4bit(torch.randn(32, 64), backend="triton")
-    layer(torch.randn(1, 1, 64))
+    layer = qlora.Linear4bit(torch.randn(32, 64, device=device), backend="triton")
+    layer(torch.randn(1, 1, 64, device=device))
     assert len(calls) == 1
-    layer(torch.randn(2, 64))  # more rows: dequantize, then matmul
+    layer(torch.randn(2, 64, device=device))  # more rows: dequantize, then matmul
     assert len(calls) == 1
 
 

@@ -18,9 +18,9 @@ def test_lecture_example():
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_ties_round_to_even(backend):
+def test_ties_round_to_even(backend, device):
     # qmax / absmax = 1, so the codes are round(x) exactly.
-    x = torch.tensor([127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5])
+    x = torch.tensor([127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5], device=device)
     codes, _ = absmax_blockwise(x, block_size=8, backend=backend)
     assert codes.tolist() == [127, 0, 2, 2, 0, -2, -2, 126]
 
@@ -83,13 +83,14 @@ def random_inputs():
 @pytest.mark.parametrize("name, x", random_inputs().items())
 @pytest.mark.parametrize("block_size", [64, 32, 48, 7, 256])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_triton_equals_torch(name, x, block_size, dtype):
+def test_triton_equals_torch(name, x, block_size, dtype, device):
     x = x.to(dtype) if dtype != torch.float16 or x.abs().max() < 6e4 else (x / x.abs().max() * 6e4).to(dtype)
+    x = x.to(device)
     ref_codes, ref_absmax = absmax_blockwise(x, block_size, backend="torch")
     codes, absmax = absmax_blockwise(x, block_size, backend="triton")
     assert codes.dtype == torch.int8 and codes.shape == x.shape
     assert torch.equal(codes, ref_codes)
-    if dtype == torch.bfloat16:
+    if dtype == torch.bfloat16 and device.type == "cpu":
         # Triton's CPU interpreter flushes bfloat16 subnormals to zero when it loads them; such a
         # block gets codes 0 either way, so only its stored absmax differs.
         normal = ref_absmax >= torch.finfo(torch.float32).tiny
@@ -99,8 +100,8 @@ def test_triton_equals_torch(name, x, block_size, dtype):
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
-def test_triton_equals_torch_at_every_bit_width(bits):
-    x = torch.randn(7, 100)
+def test_triton_equals_torch_at_every_bit_width(bits, device):
+    x = torch.randn(7, 100, device=device)
     assert all(torch.equal(a, b) for a, b in zip(absmax_blockwise(x, 32, bits, backend="torch"),
                                                   absmax_blockwise(x, 32, bits, backend="triton")))
 
@@ -142,8 +143,8 @@ def test_dequantize_checks_the_number_of_scales():
         dequantize_blockwise(codes, absmax[:2], block_size=64)
 
 
-def test_triton_takes_blocks_up_to_its_limit():
-    x = torch.randn(3 * 4096 + 5)
+def test_triton_takes_blocks_up_to_its_limit(device):
+    x = torch.randn(3 * 4096 + 5, device=device)
     ref = absmax_blockwise(x, 4096, backend="torch")
     assert all(torch.equal(a, b) for a, b in zip(ref, absmax_blockwise(x, 4096, backend="triton")))
     with pytest.raises(ValueError, match="at most 4096"):
