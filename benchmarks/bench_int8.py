@@ -8,7 +8,7 @@ On a CUDA GPU: the int32 product of the Triton kernel against torch's fp16 matmu
 torch._int_mm, at 4096×4096 and 8192×8192 weights.
 """
 import torch
-from harness import machine, median_seconds, run
+from harness import Target, machine, median_seconds, run
 
 from lec19quant import int8
 
@@ -29,15 +29,15 @@ def cpu_rows() -> list[dict]:
     return rows
 
 
-def gpu_rows() -> list[dict]:
-    rows = []
-    for m, k, n in GPU_SHAPES:
-        x, w = torch.randn(m, k, device="cuda", dtype=torch.float16), torch.randn(k, n, device="cuda", dtype=torch.float16)
-        a = torch.randint(-127, 128, (m, k), dtype=torch.int8, device="cuda")
-        b = torch.randint(-127, 128, (k, n), dtype=torch.int8, device="cuda")
-        row = {"M": m, "K": k, "N": n, "fp16 ms": median_seconds(lambda: x @ w) * 1e3,
-               "triton int8 ms": median_seconds(lambda: int8.matmul_int32(a, b, backend="triton")) * 1e3}
-        row["_int_mm ms"] = median_seconds(lambda: torch._int_mm(a, b)) * 1e3 if m > 16 else float("nan")
+def gpu_rows(target: Target) -> list[dict]:
+    rows, device = [], target.device
+    for m, k, n in target.sizes(GPU_SHAPES, [(1, 64, 64), (32, 64, 64)]):
+        x, w = torch.randn(m, k, device=device, dtype=torch.float16), torch.randn(k, n, device=device, dtype=torch.float16)
+        a = torch.randint(-127, 128, (m, k), dtype=torch.int8, device=device)
+        b = torch.randint(-127, 128, (k, n), dtype=torch.int8, device=device)
+        row = {"M": m, "K": k, "N": n, "fp16 ms": target.seconds(lambda: x @ w) * 1e3,
+               "triton int8 ms": target.seconds(lambda: int8.matmul_int32(a, b, backend="triton")) * 1e3}
+        row["_int_mm ms"] = target.seconds(lambda: torch._int_mm(a, b)) * 1e3 if m > 16 else float("nan")
         rows.append(row)
     return rows
 

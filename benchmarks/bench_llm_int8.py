@@ -13,7 +13,7 @@ import importlib.util
 import logging
 
 import torch
-from harness import machine, median_seconds, run
+from harness import Target, machine, median_seconds, run
 from torch import nn
 
 from lec19quant import int8
@@ -44,25 +44,27 @@ def bitsandbytes_linear(linear: nn.Linear, device: str):
 
 
 @torch.inference_mode()
-def rows(shapes, device: str, dtype: torch.dtype, backend: str) -> list[dict]:
+def rows(shapes, device: str, dtype: torch.dtype, backend: str, seconds=median_seconds,
+         bitsandbytes: bool = True) -> list[dict]:
     out = []
     for m, k in shapes:
         linear = nn.Linear(k, k, bias=False, device=device, dtype=dtype)
         x = activations(m, k, device, dtype)
         ours = int8.Int8Linear.from_linear(linear, threshold=6.0, backend=backend)
         int8_only = int8.Int8Linear.from_linear(linear, threshold=0, backend=backend)
-        reference = bitsandbytes_linear(linear, device)
-        row = {"M": m, "K = N": k, f"{str(dtype)[6:]} ms": median_seconds(lambda: linear(x)) * 1e3,
-               "LLM.int8() ms": median_seconds(lambda: ours(x)) * 1e3,
-               "int8 part only ms": median_seconds(lambda: int8_only(x)) * 1e3}
-        row["bitsandbytes ms"] = float("nan") if reference is None else median_seconds(lambda: reference(x)) * 1e3
+        reference = bitsandbytes_linear(linear, device) if bitsandbytes else None
+        row = {"M": m, "K = N": k, f"{str(dtype)[6:]} ms": seconds(lambda: linear(x)) * 1e3,
+               "LLM.int8() ms": seconds(lambda: ours(x)) * 1e3,
+               "int8 part only ms": seconds(lambda: int8_only(x)) * 1e3}
+        row["bitsandbytes ms"] = float("nan") if reference is None else seconds(lambda: reference(x)) * 1e3
         out.append(row)
     return out
 
 
 def main() -> None:
     run(__doc__, "llm_int8", lambda: rows(CPU_SHAPES, "cpu", torch.float32, "torch"),
-        lambda: rows(GPU_SHAPES, "cuda", torch.float16, "triton"),
+        lambda target: rows(target.sizes(GPU_SHAPES, [(1, 64), (32, 64)]), target.device, torch.float16, "triton",
+                            target.seconds, bitsandbytes=not target.dry_run),
         title=f"LLM.int8() y = x·Wᵀ on {machine()}, torch {torch.__version__}",
         formats=lambda row: {k: ".3f" for k in row if k.endswith("ms")}, outlier_columns=OUTLIERS)
 

@@ -11,7 +11,7 @@ torch's float16 matmul and the torch reference (dequantize, then matmul), at M =
 16 / 4.5 ≈ 3.5 times float16's speed.
 """
 import torch
-from harness import machine, median_seconds, run
+from harness import Target, machine, median_seconds, run
 
 from lec19quant import nvfp4
 
@@ -42,16 +42,16 @@ def cpu_rows() -> list[dict]:
     return rows
 
 
-def gpu_rows() -> list[dict]:
+def gpu_rows(target: Target) -> list[dict]:
     rows = []
-    for m, k, n in GPU_SHAPES:
-        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-        w = torch.randn(n, k, device="cuda") * 0.02
+    for m, k, n in target.sizes(GPU_SHAPES, [(1, 64, 64), (32, 64, 64)]):
+        x = torch.randn(m, k, device=target.device, dtype=torch.float16)
+        w = torch.randn(n, k, device=target.device) * 0.02
         q = nvfp4.nvfp4_quantize(w)
         w16 = w.half()
-        fp16 = median_seconds(lambda: x @ w16.t())
-        kernel = median_seconds(lambda: nvfp4.nvfp4_matmul(x, q, backend="triton"))
-        reference = median_seconds(lambda: nvfp4.nvfp4_matmul(x, q, backend="torch"))
+        fp16 = target.seconds(lambda: x @ w16.t())
+        kernel = target.seconds(lambda: nvfp4.nvfp4_matmul(x, q, backend="triton"))
+        reference = target.seconds(lambda: nvfp4.nvfp4_matmul(x, q, backend="torch"))
         rows.append({"M": m, "K": k, "N": n, "fp16 ms": fp16 * 1e3, "triton nvfp4 ms": kernel * 1e3,
                      "torch reference ms": reference * 1e3, "fp16 / triton": fp16 / kernel})
     return rows

@@ -10,7 +10,7 @@ product, this package's Triton kernel (qlora.nf4_matmul), and bitsandbytes' matm
 gemv kernel) when bitsandbytes is installed; plus the Triton dequantization kernel alone.
 """
 import torch
-from harness import machine, median_seconds, run
+from harness import Target, machine, median_seconds, run
 
 from lec19quant import qlora
 
@@ -48,25 +48,25 @@ def cpu_rows() -> list[dict]:
     return rows
 
 
-def gpu_rows() -> list[dict]:
-    bnb = _bitsandbytes()
+def gpu_rows(target: Target) -> list[dict]:
+    bnb = None if target.dry_run else _bitsandbytes()  # on a GPU only: its CUDA kernels are what we compare with
     rows = []
-    for n, k in GPU_SHAPES:
-        w = torch.randn(n, k, device="cuda") * 0.02
-        x = torch.randn(1, k, device="cuda", dtype=torch.float16)
+    for n, k in target.sizes(GPU_SHAPES, [(64, 128)]):
+        w = torch.randn(n, k, device=target.device) * 0.02
+        x = torch.randn(1, k, device=target.device, dtype=torch.float16)
         w16 = w.half()
         packed, state = qlora.nf4_quantize(w)
         state.dtype = torch.float16
         row = {"out × in": f"{n}×{k}",
-               "fp16 µs": median_seconds(lambda: x @ w16.T) * 1e6,
-               "nf4 triton µs": median_seconds(lambda: qlora.nf4_matmul(x, packed, state, backend="triton")) * 1e6,
-               "dequantize µs": median_seconds(lambda: qlora.nf4_dequantize(packed, state, backend="triton")) * 1e6}
+               "fp16 µs": target.seconds(lambda: x @ w16.T) * 1e6,
+               "nf4 triton µs": target.seconds(lambda: qlora.nf4_matmul(x, packed, state, backend="triton")) * 1e6,
+               "dequantize µs": target.seconds(lambda: qlora.nf4_dequantize(packed, state, backend="triton")) * 1e6}
         row["bitsandbytes µs"] = float("nan")
         if bnb is not None:
             import bitsandbytes
 
             bnb_packed, bnb_state = bnb.quantize_4bit(w16, quant_type="nf4", compress_statistics=True)
-            row["bitsandbytes µs"] = median_seconds(
+            row["bitsandbytes µs"] = target.seconds(
                 lambda: bitsandbytes.matmul_4bit(x, bnb_packed.t(), quant_state=bnb_state)) * 1e6
         row["fp16 / triton"] = row["fp16 µs"] / row["nf4 triton µs"]
         rows.append(row)

@@ -1,4 +1,7 @@
-"""The figures of the chapter "Making it fast"."""
+"""The figures of the chapter "Making it fast", and the GPU measurements it shows."""
+import json
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -29,3 +32,12 @@ def roofline(k: int, n: int, gpu: str = "T4", weight_bits: dict | None = None, a
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3, which="both")
     return ax.figure
+
+
+def gpu_results(folder) -> list[dict]:
+    """The benchmark tables a GPU measured, for the chapter's last section: the JSON files
+    <benchmark>_gpu_<GPU>.json in `folder` (benchmarks/results/), dry runs left out, by file name.
+    Empty when there are none, or no such folder (outside a checkout of the repository)."""
+    folder = Path(folder)
+    tables = [json.loads(p.read_text()) for p in sorted(folder.glob("*_gpu_*.json"))] if folder.is_dir() else []
+    return [t for t in tables if not t.get("dry_run")]
