@@ -126,6 +126,7 @@ def metadata(config, ftype: str, tokenizer=None, tokenizer_pre: str = "default")
     keys = {
         gguf.Keys.General.ARCHITECTURE: Value(arch, _STR),
         gguf.Keys.General.TYPE: Value("model", _STR),
+        gguf.Keys.General.NAME: Value(Path(cfg.get("_name_or_path") or arch).name or arch, _STR),
         gguf.Keys.General.FILE_TYPE: Value(int(FTYPES[ftype][1]), _U32),
         gguf.Keys.General.QUANTIZATION_VERSION: Value(gguf.GGML_QUANT_VERSION, _U32),
     }
@@ -254,9 +255,11 @@ def _encode(cache: dict, config: dict, hf_name: str, weight: torch.Tensor, qtype
     """A tensor as the file stores it: float32, float16 or blocks, W_q and W_k in llama.cpp's
     RoPE order (reordering rows of weights reorders the rows of their blocks the same way)."""
     heads = _rope_heads(config, hf_name)
-    if qtype in ("F32", "F16"):
+    if qtype in ("F32", "F16", "BF16"):
         weight = weight.detach().to("cpu", torch.float32)
         x = (weight if heads is None else rope_interleave(weight, heads)).numpy()
+        if qtype == "BF16":  # bytes, rounded to nearest even by gguf's converter
+            return gguf.quants.quantize(x, gguf.GGMLQuantizationType.BF16)
         return x if qtype == "F32" else x.astype(np.float16)
     raw = _blocks(cache, hf_name, weight, qtype)
     return raw if heads is None else rope_interleave(torch.from_numpy(raw), heads).numpy()
@@ -323,8 +326,8 @@ def quantized_weights(model, ftype: str = "Q4_K_M", cache: dict | None = None) -
         qtype, w = types[name], params[hf_name]
         if qtype == "F32":
             continue
-        if qtype == "F16":
-            weights[hf_name] = w.half().float()
+        if qtype in ("F16", "BF16"):
+            weights[hf_name] = w.to(torch.float16 if qtype == "F16" else torch.bfloat16).float()
             continue
         weights[hf_name] = dequantize(_blocks(cache, hf_name, w, qtype), qtype, w.shape).to(w.device)
     if "lm_head.weight" in params and "lm_head.weight" not in names:  # tied to the embedding
@@ -366,6 +369,8 @@ def read_gguf(path, device="cpu") -> GGUFContents:
         raw = torch.from_numpy(np.array(t.data)).to(device)
         if qtype in ("F32", "F16"):
             tensors[t.name] = raw.float().reshape(shape)
+        elif qtype == "BF16":
+            tensors[t.name] = raw.contiguous().view(torch.bfloat16).float().reshape(shape)
         else:
             tensors[t.name] = dequantize(raw, qtype, shape)
         types[t.name] = qtype

@@ -25,6 +25,9 @@ from .blocks import get_format
 
 # file type → (base block format, llama.cpp's LLAMA_FTYPE as stored in general.file_type)
 FTYPES = {
+    "F32": ("F32", gguf.LlamaFileType.ALL_F32),  # unquantized (llama.cpp's convert --outtype)
+    "F16": ("F16", gguf.LlamaFileType.MOSTLY_F16),
+    "BF16": ("BF16", gguf.LlamaFileType.MOSTLY_BF16),
     "Q4_K_S": ("Q4_K", gguf.LlamaFileType.MOSTLY_Q4_K_S),
     "Q4_K_M": ("Q4_K", gguf.LlamaFileType.MOSTLY_Q4_K_M),
     "Q5_K_S": ("Q5_K", gguf.LlamaFileType.MOSTLY_Q5_K_S),
@@ -33,7 +36,7 @@ FTYPES = {
     "Q8_0": ("Q8_0", gguf.LlamaFileType.MOSTLY_Q8_0),
 }
 FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "Q2_K": "Q4_0", "Q3_K": "Q4_0"}
-PLAIN = {"F32": 4, "F16": 2}  # bytes per weight of the formats that are not blocks
+PLAIN = {"F32": 4, "F16": 2, "BF16": 2}  # bytes per weight of the formats that are not blocks
 
 
 def _check_ftype(ftype: str) -> str:
@@ -65,8 +68,8 @@ def _layer(name: str) -> int:
 
 
 def choose_types(tensors: Mapping | Iterable, ftype: str = "Q4_K_M") -> dict[str, str]:
-    """The format of each tensor in a file of type `ftype` ("Q4_K_M", "Q4_K_S", "Q5_K_M",
-    "Q5_K_S", "Q6_K", "Q8_0"), following llama.cpp's rules (module docstring).
+    """The format of each tensor in a file of type `ftype` ("F32", "F16", "BF16", "Q4_K_M",
+    "Q4_K_S", "Q5_K_M", "Q5_K_S", "Q6_K", "Q8_0"), following llama.cpp's rules (module docstring).
 
     `tensors` maps GGUF tensor names ("blk.3.attn_v.weight") to shapes as torch writes them,
     the last dimension being the row (GGUF's ne0), or is an iterable of (name, shape) pairs.
@@ -81,6 +84,9 @@ def choose_types(tensors: Mapping | Iterable, ftype: str = "Q4_K_M") -> dict[str
         shape = tuple(shape)
         if len(shape) < 2 or not name.endswith("weight") or "_norm.weight" in name:
             types[name] = "F32"
+            continue
+        if base in PLAIN:  # F32, F16, BF16 files: every 2-D weight in that format
+            types[name] = base
             continue
         qtype = base
         if name == "output.weight" or (tied and name == "token_embd.weight"):

@@ -13,14 +13,9 @@ from contracting a·b + c into one rounding.
     raw = ggml.quantize(x, "Q4_K")     # uint8 (rows, row_bytes)
     y = ggml.to_float(raw, "Q4_K", n)  # float32 (n,)
 """
-import contextlib
 import ctypes
-import fcntl
 import os
 import shutil
-import subprocess
-import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -29,84 +24,36 @@ import numpy as np
 import pytest
 
 from lec19quant.models import cache_dir
+from oracles.llama_cpp_source import VERSION, NoToolchain, locked, run, sources, toolchain
 
-VERSION = "0.3.36"  # llama-cpp-python, which bundles llama.cpp
-SDIST = f"llama-cpp-python=={VERSION}"
 LIBRARY = "libggml-base.so"
-
-
-class NoToolchain(RuntimeError):
-    """cmake or a C/C++ compiler is missing, so ggml cannot be built here."""
 
 
 def build_dir() -> Path:
     return cache_dir() / f"ggml-llama-cpp-python-{VERSION}"
 
 
-def _toolchain() -> None:
-    missing = [tool for tool in ("cmake",) if shutil.which(tool) is None]
-    if not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
-        missing.append("a C compiler (cc/gcc/clang)")
-    if not any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
-        missing.append("a C++ compiler (c++/g++/clang++)")
-    if missing:
-        raise NoToolchain(f"building llama.cpp's ggml needs {' and '.join(missing)}")
-
-
-def _run(cmd: list[str], log: Path, cwd: Path | None = None) -> None:
-    with log.open("a") as out:
-        out.write(f"$ {' '.join(cmd)}\n")
-        out.flush()
-        result = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode:
-        tail = "\n".join(log.read_text().splitlines()[-30:])
-        raise RuntimeError(f"{' '.join(cmd[:4])} … failed (exit {result.returncode}); the log {log} ends:\n{tail}")
-
-
-def _llama_cpp_sources(tarball: Path, into: Path) -> Path:
-    """Extract vendor/llama.cpp from the sdist, without its test models and docs."""
-    with tarfile.open(tarball) as tar:
-        prefix = tar.getnames()[0].split("/")[0] + "/vendor/llama.cpp/"
-        skip = tuple(prefix + d for d in ("models/", "docs/", "media/", "tools/", "examples/"))
-        members = [m for m in tar.getmembers() if m.name.startswith(prefix) and not m.name.startswith(skip)]
-        tar.extractall(into, members=members, filter="data")
-    return into / prefix
-
-
 def build(target: Path) -> Path:
     """Download the sdist, configure llama.cpp and build ggml-base; returns the library path."""
-    _toolchain()
+    toolchain()
     target.mkdir(parents=True, exist_ok=True)
     log = target / "build.log"
     log.write_text("")
     with tempfile.TemporaryDirectory(prefix="ggml-build-") as tmp:
         tmp = Path(tmp)
-        _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-              SDIST, "-d", str(tmp)], log)
-        source = _llama_cpp_sources(next(tmp.glob("llama_cpp_python-*.tar.gz")), tmp / "src")
+        source = sources(tmp, log)
         build = tmp / "build"
-        _run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-              "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=OFF", "-DGGML_OPENMP=OFF", "-DLLAMA_CURL=OFF",
-              "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
-              "-DLLAMA_BUILD_SERVER=OFF", "-DCMAKE_C_FLAGS=-ffp-contract=off",
-              "-DCMAKE_CXX_FLAGS=-ffp-contract=off"], log)
-        _run(["cmake", "--build", str(build), "--target", "ggml-base", "-j", str(os.cpu_count() or 2)], log)
+        run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+             "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=OFF", "-DGGML_OPENMP=OFF", "-DLLAMA_CURL=OFF",
+             "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
+             "-DLLAMA_BUILD_SERVER=OFF", "-DCMAKE_C_FLAGS=-ffp-contract=off",
+             "-DCMAKE_CXX_FLAGS=-ffp-contract=off"], log)
+        run(["cmake", "--build", str(build), "--target", "ggml-base", "-j", str(os.cpu_count() or 2)], log)
         built = next(p for p in build.rglob("libggml-base.so*") if p.is_file() and not p.is_symlink())
         partial = target / (LIBRARY + ".partial")
         shutil.copy(built, partial)
         os.replace(partial, target / LIBRARY)  # atomic: a reader sees no library or a whole one
     return target / LIBRARY
-
-
-@contextlib.contextmanager
-def _locked(directory: Path):
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class _Traits(ctypes.Structure):  # struct ggml_type_traits (ggml.h)
@@ -166,7 +113,7 @@ def load() -> GGML:
     """ggml from the cache directory, built first if it is not there yet (raises NoToolchain
     when it cannot be built here)."""
     target = build_dir()
-    with _locked(target):
+    with locked(target):
         path = target / LIBRARY
         if not path.is_file():
             build(target)

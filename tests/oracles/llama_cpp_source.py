@@ -1,0 +1,73 @@
+"""The llama.cpp sources that every oracle in tests/oracles/ builds from, and the helpers to build them.
+
+The llama-cpp-python sdist on PyPI bundles llama.cpp (vendor/llama.cpp). Each oracle builds the
+targets it needs from it into its own directory of the lec19quant cache, once per machine, under a
+file lock so that parallel test processes build it once:
+
+    with locked(target):
+        if not done: build(...)          # toolchain(), sources(tmp, skip=...), run(cmake ...)
+"""
+import contextlib
+import fcntl
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+VERSION = "0.3.36"  # llama-cpp-python, which bundles llama.cpp
+SDIST = f"llama-cpp-python=={VERSION}"
+#: what a build never needs: test models (75 MB), docs and media, and the programs.
+SKIP = ("models/", "docs/", "media/", "tools/", "examples/")
+
+
+class NoToolchain(RuntimeError):
+    """cmake or a C/C++ compiler is missing, so llama.cpp cannot be built here."""
+
+
+def toolchain() -> None:
+    """Raise NoToolchain, naming what is missing, unless cmake and C and C++ compilers exist."""
+    missing = [tool for tool in ("cmake",) if shutil.which(tool) is None]
+    if not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+        missing.append("a C compiler (cc/gcc/clang)")
+    if not any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
+        missing.append("a C++ compiler (c++/g++/clang++)")
+    if missing:
+        raise NoToolchain(f"building llama.cpp needs {' and '.join(missing)}")
+
+
+def run(cmd: list[str], log: Path, cwd: Path | None = None) -> None:
+    """Run `cmd`, appending its output to `log`; on failure raise with the log's last lines."""
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        result = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode:
+        tail = "\n".join(log.read_text().splitlines()[-30:])
+        raise RuntimeError(f"{' '.join(cmd[:4])} … failed (exit {result.returncode}); the log {log} ends:\n{tail}")
+
+
+def sources(into: Path, log: Path, skip: tuple[str, ...] = SKIP) -> Path:
+    """Download the sdist into `into` and extract vendor/llama.cpp without the `skip` folders;
+    returns the llama.cpp source directory."""
+    run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+         SDIST, "-d", str(into)], log)
+    tarball = next(into.glob("llama_cpp_python-*.tar.gz"))
+    with tarfile.open(tarball) as tar:
+        prefix = tar.getnames()[0].split("/")[0] + "/vendor/llama.cpp/"
+        skipped = tuple(prefix + d for d in skip)
+        members = [m for m in tar.getmembers() if m.name.startswith(prefix) and not m.name.startswith(skipped)]
+        tar.extractall(into / "src", members=members, filter="data")
+    return into / "src" / prefix
+
+
+@contextlib.contextmanager
+def locked(directory: Path):
+    """An exclusive lock on `directory` (created if missing) for as long as the block runs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
