@@ -1,7 +1,8 @@
 """lec19quant: the package of the course book on quantizing large language models.
 
 Modules follow the book's chapters: `memory` (why quantize), `formats` (how numbers are stored),
-`models` (the running example), `quantize` (quantization basics), `int8` (int8 matmul and
+`models` (the running example), `quantize` (quantization basics), `quality`
+(measuring what quantization costs, as llama.cpp does), `int8` (int8 matmul and
 LLM.int8()), `groupwise` (the storage of GPTQ and AWQ checkpoints), `gguf` (llama.cpp's block formats, recipes and files), `nvfp4` (4-bit floats), `qat`
 (quantization-aware training), `qlora` (NF4, LoRA, paged AdamW) and `roofline` (making it fast);
 `nn` swaps a model's layers for quantized ones by scheme name; `display`, `plots` and `checks`

@@ -55,9 +55,9 @@ def test_fused_q4_k_matvec(rows, cols, dtype, device):
 
 def test_kernel_choices_are_checked():
     raw = torch.from_numpy(blocks.quantize(torch.randn(2, 256), "Q8_0"))
-    with pytest.raises(ValueError, match="Triton kernel for Q4_K and Q6_K, not Q8_0"):
+    with pytest.raises(ValueError, match="Triton kernel for Q4_K, Q6_K and IQ4_XS, not Q8_0"):
         blocks.dequantize(raw, "Q8_0", (2, 256), backend="triton")
-    with pytest.raises(ValueError, match="fused Triton kernel is for Q4_K, not Q8_0"):
+    with pytest.raises(ValueError, match="fused Triton kernel is for Q4_K and IQ4_XS, not Q8_0"):
         blocks.matvec(raw, "Q8_0", (2, 256), torch.randn(256), backend="triton")
     with pytest.raises(ValueError, match=r"W must be \(N, K\) and x \(K,\)"):
         blocks.matvec(raw, "Q8_0", (2, 256), torch.randn(255))

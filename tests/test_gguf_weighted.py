@@ -79,6 +79,26 @@ def test_nearest_level_ties_and_ends():
     assert iquants.nearest_level(v).tolist() == [0, 0, 1, 0, 8, 8, 15, 15, 15]
 
 
+def test_weighted_real_weights_with_real_importance(ggml):
+    """Every weighted format on real weights of the running example with the importance of their
+    input channels collected on real text (a layer's attention and MLP inputs)."""
+    from lec19quant import models
+    from lec19quant.gguf import imatrix
+
+    model, tok = models.load_model()
+    imat = imatrix.collect(model, tok(models.load_text("sotu", "train")[:2000])["input_ids"], chunk_size=64, chunks=1)
+    layer = model.model.layers[5]
+    compared = 0
+    for name, weight in (("blk.5.attn_q.weight", layer.self_attn.q_proj.weight),
+                         ("blk.5.ffn_down.weight", layer.mlp.down_proj.weight)):
+        x, qw = weight.detach().numpy()[:64], imat.weights(name)
+        for fmt in WEIGHTED:
+            if x.shape[1] % blocks.FORMATS[fmt].block_size == 0:
+                assert np.array_equal(blocks.quantize(x, fmt, imatrix=qw), ggml.quantize(x, fmt, qw)), f"{fmt} {name}"
+                compared += 1
+    assert compared == 5 + 11  # rows of 576 take only the blocks of 32
+
+
 def test_many_chunks_with_a_ragged_end_weighted(ggml, monkeypatch):
     monkeypatch.setattr(blocks, "CHUNK_WEIGHTS", 3 * 256)
     x, qw = rows("heavy-tailed"), importance("typical")

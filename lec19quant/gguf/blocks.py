@@ -20,8 +20,9 @@ stores: without an importance matrix the reference quantizers (quantize_row_*_re
 (quantize_row_*_impl), which weight each weight's squared error by its column's importance
 times sqrt(σ² + x²). `dequantize` gives the floats of ggml's to_float. Quantizing runs in numpy on the CPU, vectorized across blocks,
 because exactness needs float32 sums added in order (see `scales`); dequantizing runs in torch,
-on any device, with Triton kernels for Q4_K and Q6_K on a GPU.
+on any device, with Triton kernels for Q4_K, Q6_K and IQ4_XS on a GPU.
 """
+import importlib
 from dataclasses import dataclass
 
 import gguf
@@ -620,7 +621,15 @@ class Q3_K(BlockFormat):
 
 FORMATS: dict[str, BlockFormat] = {f.name: f for f in (Q8_0(), Q4_0(), Q4_1(), Q5_0(), Q5_1(), Q2_K(), Q3_K(),
                                                      Q4_K(), Q5_K(), Q6_K())}
-TRITON_DEQUANTIZE = ("Q4_K", "Q6_K")  # formats with a Triton dequantization kernel
+# formats with a Triton kernel → the module of lec19quant.kernels that holds it (and its function)
+TRITON_DEQUANTIZE = {"Q4_K": "gguf", "Q6_K": "gguf", "IQ4_XS": "iquants"}
+TRITON_MATVEC = {"Q4_K": ("gguf", "q4_k_matvec"), "IQ4_XS": ("iquants", "iq4_xs_matvec")}
+
+
+def _listed(names) -> str:
+    """"A, B and C"."""
+    names = list(names)
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
 def get_format(qtype) -> BlockFormat:
@@ -717,23 +726,22 @@ def _raw_blocks(raw, fmt: BlockFormat, n: int) -> torch.Tensor:
 def dequantize(raw, qtype, shape, backend: str = "auto") -> torch.Tensor:
     """The float32 weights of shape `shape` stored in `raw` (uint8 bytes, any shape), as ggml's
     to_float computes them. `backend` "auto" runs the Triton kernel on a CUDA tensor for the
-    formats that have one (Q4_K, Q6_K), "torch" never, "triton" always."""
+    formats that have one (Q4_K, Q6_K, IQ4_XS), "torch" never, "triton" always."""
     fmt = get_format(qtype)
     shape = torch.Size(shape)
     row_bytes(fmt, shape[-1] if len(shape) else 1)
     blocks = _raw_blocks(raw, fmt, shape.numel())
     if use_triton(backend, blocks) and (backend == "triton" or fmt.name in TRITON_DEQUANTIZE):
         if fmt.name not in TRITON_DEQUANTIZE:
-            raise ValueError(f"there is a Triton kernel for {' and '.join(TRITON_DEQUANTIZE)}, not {fmt.name}")
-        from ..kernels import gguf as kernel
-
+            raise ValueError(f"there is a Triton kernel for {_listed(TRITON_DEQUANTIZE)}, not {fmt.name}")
+        kernel = importlib.import_module(f"..kernels.{TRITON_DEQUANTIZE[fmt.name]}", __package__)
         return kernel.dequantize(blocks, fmt.name).reshape(shape)
     return fmt.dequantize_blocks(blocks).reshape(shape)
 
 
 def matvec(raw, qtype, shape, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """y = W·x (float32) for W of `shape` (N, K) stored in `raw` and x of K values. "auto" runs
-    the fused Triton kernel for Q4_K on a CUDA tensor: it reads the 4.5-bit blocks and never
+    the fused Triton kernel for Q4_K and IQ4_XS on a CUDA tensor: it reads the 4.5-bit blocks and never
     builds W in memory, which is what makes batch-1 decoding fast. Elsewhere, and for the other
     formats, it is `dequantize(raw, qtype, shape) @ x`."""
     fmt = get_format(qtype)
@@ -742,12 +750,12 @@ def matvec(raw, qtype, shape, x: torch.Tensor, backend: str = "auto") -> torch.T
         raise ValueError(f"W must be (N, K) and x (K,), got {tuple(shape)} and {tuple(x.shape)}")
     blocks = _raw_blocks(raw, fmt, shape.numel())
     row_bytes(fmt, shape[1])
-    if use_triton(backend, blocks, x) and (backend == "triton" or fmt.name == "Q4_K"):
-        if fmt.name != "Q4_K":
-            raise ValueError(f"the fused Triton kernel is for Q4_K, not {fmt.name}")
-        from ..kernels import gguf as kernel
-
-        return kernel.q4_k_matvec(blocks.reshape(shape[0], -1), x)
+    if use_triton(backend, blocks, x) and (backend == "triton" or fmt.name in TRITON_MATVEC):
+        if fmt.name not in TRITON_MATVEC:
+            raise ValueError(f"the fused Triton kernel is for {_listed(TRITON_MATVEC)}, not {fmt.name}")
+        module, function = TRITON_MATVEC[fmt.name]
+        kernel = importlib.import_module(f"..kernels.{module}", __package__)
+        return getattr(kernel, function)(blocks.reshape(shape[0], -1), x)
     return dequantize(blocks, fmt, shape, backend) @ x.float()
 
 
