@@ -52,8 +52,10 @@ gpu-check-dry: $(INSTALLED)
 	PYTHON=$(BIN)/python benchmarks/gpu_check.sh --dry-run $(OUT)
 
 # The wheels gpu-check installs on a GPU machine without network, at constraints.txt's versions,
-# into the git-ignored .gpu-wheels/ (carry it to the machine): what those machines lack.
-GPU_WHEELS := gguf torchao bitsandbytes
+# into the git-ignored .gpu-wheels/ (carry it to the machine): what those machines lack, the test
+# oracles included (compressed-tensors as $(LLMCOMPRESSOR) pins it, with the packages it imports).
+GPU_WHEELS := gguf torchao bitsandbytes compressed-tensors==0.19.0 loguru==0.7.3 pydantic pydantic_core \
+	annotated-types typing-inspection
 gpu-wheels: $(INSTALLED)
 	$(BIN)/python -m pip download -q -c constraints.txt --no-deps --only-binary=:all: -d .gpu-wheels \
 		--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \

@@ -4,7 +4,8 @@
 
 On a CUDA GPU: Y = X·Wᵀ for X of M = 1, 16 and 4096 tokens and W of 4096×4096, 4096×14336 and
 8192×8192 (N × K), each family as a layer computes it: the fused Triton kernel where the family has
-one (int8, LLM.int8() and NVFP4 at every M; NF4 and Q4_K at M = 1), else Triton's dequantization
+one (int8, LLM.int8() and NVFP4 at every M; NF4 and Q4_K at M = 1; GPTQ/AWQ's groupwise int4 at
+M ≤ 16), else Triton's dequantization
 and torch's float16 matmul. Against torch's float16 matmul (× fp16 = its time / the kernel's) and,
 for the int8 product, torch._int_mm (which needs M > 16). GB/s counts the bytes the product
 must move at least (roofline.matmul_cost: weights at their bits per weight, X and Y once); "of
@@ -23,6 +24,7 @@ from bench_llm_int8 import activations
 from harness import Target, datasheet_gpu, machine, print_table, run
 
 from lec19quant import gguf, int8, nvfp4, qlora, roofline
+from lec19quant.groupwise import GroupQuantLinear
 
 TOKENS = [1, 16, 4096]
 WEIGHTS = [(4096, 4096), (4096, 14336), (8192, 8192)]  # (N, K): out × in
@@ -66,6 +68,14 @@ def _nf4(w16: torch.Tensor, target: Target):
     return packed, state
 
 
+def _groupwise(w16: torch.Tensor, target: Target) -> GroupQuantLinear:
+    """GPTQ/AWQ storage, 4 bits in groups of 128 (random codes: the time does not depend on them)."""
+    n, k = w16.shape
+    codes = torch.randint(0, 16, (n, k), dtype=torch.int32, device=w16.device)
+    scales = torch.rand(n, k // 128, device=w16.device) * 0.01
+    return GroupQuantLinear(codes, scales, torch.full_like(scales, 8), 4, 128, backend="triton")
+
+
 FAMILIES = [
     Family("int8 product (W8A8)", lambda w, t: torch.randint(-127, 128, w.shape, dtype=torch.int8, device=w.device).t(),
            None, weight_bits=8, act_bits=8, int8=True),
@@ -75,6 +85,7 @@ FAMILIES = [
     Family("Q4_K (GGUF)", _q4_k, _q4_k_call, weight_bits=4.5),
     Family("NVFP4", lambda w, t: nvfp4.nvfp4_quantize(w.float()), lambda x, q: nvfp4.nvfp4_matmul(x, q, backend="triton"),
            weight_bits=4.5),
+    Family("GPTQ/AWQ int4 g128", _groupwise, lambda x, layer: layer(x), weight_bits=4 + 20 / 128, out_bits=16),
 ]
 
 

@@ -42,7 +42,7 @@ def test_dry_run_goes_through_every_step(tmp_path):
         table = json.load(tar.extractfile(names[0]))
     assert table["dry_run"] is True and table["benchmark"] == "kernels_gpu_dryrun"
     families = {(r["family"], r["M"]) for r in table["rows"]}
-    assert len(families) == len(table["rows"]) == 5 * 2 and {m for _, m in families} == {1, 17}
+    assert len(families) == len(table["rows"]) == 6 * 2 and {m for _, m in families} == {1, 17}
 
 
 def test_the_script_wants_one_folder():

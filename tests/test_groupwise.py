@@ -199,21 +199,21 @@ def _layer(bits, n, k, group_size, act_order, seed, backend):
 @pytest.mark.parametrize("bits,n,k,group_size,act_order",
                          [(4, 37, 100, 32, False), (3, 50, 96, 32, True), (2, 8, 33, 16, True),
                           (8, 70, 64, 128, False), (5, 3, 130, 64, True)])
-def test_triton_dequantize_is_bit_exact(bits, n, k, group_size, act_order):
-    ref = _layer(bits, n, k, group_size, act_order, bits, "torch")
-    tri = _layer(bits, n, k, group_size, act_order, bits, "triton")
+def test_triton_dequantize_is_bit_exact(bits, n, k, group_size, act_order, device):
+    ref = _layer(bits, n, k, group_size, act_order, bits, "torch").to(device)
+    tri = _layer(bits, n, k, group_size, act_order, bits, "triton").to(device)
     assert torch.equal(tri.dequantized_weight(), ref.dequantized_weight())
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("bits,k,act_order", [(4, 100, False), (3, 96, True), (4, 130, True)])
-def test_triton_matmul_equals_reference(bits, k, act_order, dtype, tol):
+def test_triton_matmul_equals_reference(bits, k, act_order, dtype, tol, device):
     from lec19quant.kernels import groupwise as kernel
 
-    ref = _layer(bits, 45, k, 32, act_order, 7, "torch")
-    tri = _layer(bits, 45, k, 32, act_order, 7, "triton")
+    ref = _layer(bits, 45, k, 32, act_order, 7, "torch").to(device)
+    tri = _layer(bits, 45, k, 32, act_order, 7, "triton").to(device)
     for m in (1, 3, 20):  # the fused kernel, and past SMALL_M dequantize + matmul
-        x = torch.randn(m, k).to(dtype)
+        x = torch.randn(m, k).to(dtype).to(device)
         expected = ref(x.float()).to(dtype).float()
         scale = expected.abs().max()
         assert (tri(x).float() - expected).abs().max() <= tol * scale
@@ -221,4 +221,4 @@ def test_triton_matmul_equals_reference(bits, k, act_order, dtype, tol):
             gathered = kernel.matmul(tri, x, act_order="gather").float() + tri.bias.to(dtype).float()
             assert (gathered - expected).abs().max() <= tol * scale
     with pytest.raises(ValueError, match="features"):
-        tri(torch.randn(2, k + 1))
+        tri(torch.randn(2, k + 1, device=device))
