@@ -8,8 +8,8 @@
 #
 # 1. Uses the machine's own python3, torch and triton (PYTHON=... to choose another python);
 #    never installs, upgrades or pins them.
-# 2. Installs, with --no-deps and no index, the wheels in .gpu-wheels/ (the pure-Python test
-#    oracles and dependencies that a GPU machine lacks: gguf, torchao, bitsandbytes; `make
+# 2. Installs, with --no-deps and no index, the wheels in .gpu-wheels/ (the dependencies and test
+#    oracles that a GPU machine lacks: gguf, torchao, bitsandbytes, compressed-tensors...; `make
 #    gpu-wheels` fills the git-ignored folder where pip reaches PyPI) and this working tree's
 #    package, into a fresh folder put first on PYTHONPATH.
 # 3. Runs the kernel tests (the tests that take the `device` fixture: tests/kernel_device.py)
