@@ -1,4 +1,5 @@
-"""Absmax and zero-point quantization at every granularity, and the error they make.
+"""Absmax and zero-point quantization at every granularity, and the error they make (MSE, SQNR,
+and the entropy of the codes).
 
 Absmax:      s = qmax / max|x|,        q = round(s·x),      x̂ = q / s,        qmax = 2^(b−1) − 1
 Zero-point:  s = (2^b − 1) / (max − min),  z = −round(s·min) − 2^(b−1),  q = round(s·x) + z,
@@ -219,6 +220,18 @@ def sqnr_db(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """Signal-to-quantization-noise ratio 10·log10(Σ x² / Σ (x − x̂)²) in dB; inf when x̂ = x."""
     noise = (x.double() - x_hat.double()).square().sum().item()
     return math.inf if noise == 0 else 10 * math.log10(x.double().square().sum().item() / noise)
+
+
+def code_entropy(codes: torch.Tensor) -> float:
+    """Bits of information per code: −Σ p·log2 p over the frequencies p of the distinct codes (any
+    integer codes, negative ones included); log2 of the number of codes when all are used equally."""
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        raise TypeError(f"codes must be an integer tensor, got {codes.dtype}")
+    if codes.numel() == 0:
+        raise ValueError("codes is empty: no frequencies to take the entropy of")
+    counts = torch.unique(codes.flatten(), return_counts=True)[1].double()
+    p = counts / counts.sum()
+    return max(0.0, -(p * p.log2()).sum().item())  # max: one code alone gives −0.0
 
 
 # The granularities the book compares, as keyword arguments of absmax_quantize / zeropoint_quantize.
