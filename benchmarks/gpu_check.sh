@@ -108,7 +108,11 @@ install() {
     local pip=("$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir
                --target "$SITE") wheels=()
     [[ -d $WHEELS ]] && wheels=("$WHEELS"/*.whl)
-    if [[ -e ${wheels[0]:-} ]]; then
+    if [[ -e ${wheels[0]:-} ]] && (( DRY_RUN )); then  # wheels for the GPU machine: see that they install there
+        "${pip[@]/#$SITE/$SITE-gpu}" --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+            --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 "${wheels[@]}" || return 1
+        echo "the wheels install for Python 3.12 on x86-64 (this one uses its own packages)"
+    elif [[ -e ${wheels[0]:-} ]]; then
         "${pip[@]}" "${wheels[@]}" || return 1
     else
         echo "no wheels in $WHEELS (make gpu-wheels): the machine's packages only"
@@ -120,7 +124,7 @@ install() {
     PYTHONPATH=$SITE "$PYTHON" -c "import lec19quant, gguf; print('lec19quant', lec19quant.__version__, 'from', lec19quant.__file__)"
 }
 export -f install
-export PYTHON WHEELS SITE ROOT
+export PYTHON WHEELS SITE ROOT DRY_RUN
 step install 120 "$OUT_DIR/pytest.log" bash -c install
 export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 
@@ -133,8 +137,10 @@ step "kernel tests" "$TEST_LIMIT" "$OUT_DIR/pytest.log" \
     env LEC19QUANT_TEST_DEVICE=$TEST_DEVICE "$PYTHON" -m pytest -q -p no:cacheprovider -rfEs "${PARALLEL[@]}" \
     "${TEST_ARGS[@]}" "${KERNEL_TESTS[@]}"
 
-# 4. Every benchmark that uses harness.run, at its GPU sizes.
-for script in $(grep -l "^from harness import .*\brun\b" benchmarks/bench_*.py); do
+# 4. Every benchmark that uses harness.run, at its GPU sizes: bench_kernels, the table of every
+# family at the sizes that matter, first.
+for script in benchmarks/bench_kernels.py $(grep -l "^from harness import .*\brun\b" benchmarks/bench_*.py |
+                                             grep -v bench_kernels); do
     name=$(basename "$script" .py)
     [[ -n ${GPU_CHECK_BENCHMARKS:-} && " $GPU_CHECK_BENCHMARKS " != *" $name "* ]] && continue
     limit=$BENCH_LIMIT
