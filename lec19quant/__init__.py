@@ -6,7 +6,7 @@ Modules follow the book's chapters: `memory` (why quantize), `formats` (how numb
 LLM.int8()), `groupwise` (the storage of GPTQ and AWQ checkpoints), `gguf` (llama.cpp's block formats, recipes and files), `nvfp4` (4-bit floats), `qat`
 (quantization-aware training), `qlora` (NF4, LoRA, paged AdamW) and `roofline` (making it fast);
 `nn` swaps a model's layers for quantized ones by scheme name; `display`, `plots` and `checks`
-serve the notebooks; the Triton kernels live in `kernels` and are imported only when used.
+serve the notebooks, `assignments` makes their student versions and `grading` grades them; the Triton kernels live in `kernels` and are imported only when used.
 """
 import os
 
