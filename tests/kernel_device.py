@@ -18,6 +18,8 @@ import ast
 import sys
 from pathlib import Path
 
+import numpy as np
+
 VARIABLE = "LEC19QUANT_TEST_DEVICE"
 DEVICES = ("cpu", "cuda")
 
@@ -33,6 +35,21 @@ def configure(environ) -> str:
     else:
         environ.pop("TRITON_INTERPRET", None)
     return device
+
+
+def near_ties(scale: float) -> list[float]:
+    """float32 values x, |x·scale| < 127, whose product x·scale rounds in float32 to a tie k + ½
+    without being one. torch rounds the rounded product (to even); a kernel that fuses x·scale
+    with the subtraction of floor(x·scale) (a multiply-add, the GPU's default) rounds the exact
+    one, away from the tie: an adversarial input for any kernel that rounds x·s to integers."""
+    s = np.float32(scale)
+    found = []
+    for k in range(-127, 126):
+        base = np.float32((k + 0.5) / float(s))
+        for x in (np.nextafter(base, np.float32(-np.inf)), base, np.nextafter(base, np.float32(np.inf))):
+            if np.float32(x * s) == k + 0.5 and float(x) * float(s) != k + 0.5:  # float64: exact
+                found.append(float(x))
+    return found
 
 
 def kernel_test_files(folder) -> list[str]:

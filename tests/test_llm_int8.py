@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from kernel_device import near_ties  # noqa: E402
 from lec19quant import checks, int8, plots  # noqa: E402
 from lec19quant import nn as qnn  # noqa: E402
 from lec19quant.kernels import llm_int8 as kernel  # noqa: E402
@@ -302,10 +303,10 @@ def test_triton_split_equals_torch(variant, m, k, n, device):
     x = planted(m, k, seed=k)
     if m > 2:
         x[2] = 0.0
+    x = x.to(device)
     for threshold in (6.0, 0):
         q, columns = int8.split_outliers(x, threshold, variant, backend="torch")
         qt, columns_t = int8.split_outliers(x, threshold, variant, backend="triton")
-    x = x.to(device)
         assert torch.equal(q.codes, qt.codes) and torch.equal(q.scale, qt.scale)
         assert torch.equal(columns, columns_t)
 
@@ -315,10 +316,10 @@ def test_triton_split_equals_torch(variant, m, k, n, device):
 def test_triton_product_equals_torch(variant, m, k, n, device):
     x, w = planted(m, k, seed=n), torch.randn(k, n) / 5
     w[:, 1] = 0.0  # an all-zero output column
+    x, w = x.to(device), w.to(device)
     exact = int8.llm_int8_matmul(x, w, 0, variant, backend="triton")
     assert torch.equal(exact, int8.llm_int8_matmul(x, w, 0, variant, backend="torch"))  # int8 only
     y = int8.llm_int8_matmul(x, w, 6.0, variant, backend="triton")
-    x, w = x.to(device), w.to(device)
     torch.testing.assert_close(y, int8.llm_int8_matmul(x, w, 6.0, variant, backend="torch"),
                                rtol=1e-6, atol=1e-5)
 
@@ -339,6 +340,18 @@ def test_triton_float16_input(device):
     assert torch.equal(q.codes, qt.codes) and torch.equal(q.scale, qt.scale) and torch.equal(columns, columns_t)
     torch.testing.assert_close(int8.llm_int8_matmul(x, w, backend="triton"),
                                int8.llm_int8_matmul(x, w, backend="torch"), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", int8.VARIANTS)
+def test_triton_rounds_near_ties_like_torch(variant, device):
+    """Products x·s that round to k + ½ in float32 but are not ties: codes as torch's (a kernel
+    that fused x·s into a multiply-add would round about half of them the other way)."""
+    a, qmax = torch.tensor(3.0), torch.tensor(127.0)  # (127.0 / a would be 127 · (1/a), rounded twice)
+    ties = near_ties(qmax * (1.0 / a) if variant == "bitsandbytes" else qmax / a)
+    x = torch.tensor([[3.0, *ties]], device=device)
+    q, _ = int8.split_outliers(x, 6.0, variant, backend="torch")
+    qt, _ = int8.split_outliers(x, 6.0, variant, backend="triton")
+    assert len(ties) > 200 and torch.equal(qt.codes, q.codes) and torch.equal(qt.scale, q.scale)
 
 
 def test_kernel_threshold_is_rounded_like_torch(device):

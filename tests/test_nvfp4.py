@@ -299,13 +299,13 @@ def exact_weight(q: N.NVFP4Tensor) -> torch.Tensor:
     return t * e2m1 * s
 
 
-@pytest.mark.parametrize("m, k, n", [(1, 16, 1), (3, 48, 5), (17, 80, 70), (5, 208, 130), (64, 128, 64)])
 def moved(q: N.NVFP4Tensor, device) -> N.NVFP4Tensor:
     """The same NVFP4 tensor with its codes and scales on `device`."""
     t = None if q.tensor_scale is None else q.tensor_scale.to(device)
     return N.NVFP4Tensor(q.codes.to(device), q.block_scales.to(device), t, q.shape)
 
 
+@pytest.mark.parametrize("m, k, n", [(1, 16, 1), (3, 48, 5), (17, 80, 70), (5, 208, 130), (64, 128, 64)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("tensor_scale", [None, "auto"])
 def test_triton_matmul_matches_the_reference(m, k, n, dtype, tensor_scale, device):

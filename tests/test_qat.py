@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from kernel_device import near_ties
 from lec19quant import nn as qnn
 from lec19quant import qat
 
@@ -186,6 +187,16 @@ def test_triton_matches_torch_bit_for_bit(dtype, shape, group, device):
     assert outs[0][1].dtype == outs[1][1].dtype == torch.bool
     assert identical(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
     assert identical(grads[0], grads[1])
+
+
+def test_triton_rounds_near_ties_like_torch(device):
+    """x / Δ computed as x·(1/Δ) that rounds to k + ½ in float32 but is not a tie: the kernel
+    rounds as torch does (a fused multiply-add would round about half of them the other way)."""
+    step = torch.tensor(3.0) / 127
+    ties = near_ties(1 / step)
+    x = torch.tensor(ties, device=device)
+    fast, slow = (qat.fake_quantize(x, step.to(device), 0, -128, 127, backend=b) for b in BACKENDS[::-1])
+    assert len(ties) > 200 and identical(fast, slow)
 
 
 def test_triton_handles_broadcast_steps_and_refuses_columns(device):

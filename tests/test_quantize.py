@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from kernel_device import near_ties
 from lec19quant.quantize import absmax_blockwise, dequantize_blockwise
 
 
@@ -104,6 +105,14 @@ def test_triton_equals_torch_at_every_bit_width(bits, device):
     x = torch.randn(7, 100, device=device)
     assert all(torch.equal(a, b) for a, b in zip(absmax_blockwise(x, 32, bits, backend="torch"),
                                                   absmax_blockwise(x, 32, bits, backend="triton")))
+
+
+def test_triton_rounds_near_ties_like_torch(device):
+    """Products x·(127/3) that round to k + ½ in float32 but are not ties: codes as torch's."""
+    ties = near_ties(torch.tensor(127.0) / torch.tensor(3.0))
+    x = torch.tensor([3.0, *ties], device=device)
+    codes = absmax_blockwise(x, x.numel(), backend="triton")[0]
+    assert len(ties) > 200 and torch.equal(codes, absmax_blockwise(x, x.numel(), backend="torch")[0])
 
 
 def test_auto_backend_uses_torch_on_cpu(monkeypatch):
