@@ -134,7 +134,7 @@ mapfile -t KERNEL_TESTS < <("$PYTHON" tests/kernel_device.py tests)
 PARALLEL=()
 if (( ! DRY_RUN )) && "$PYTHON" -c "import xdist" 2>/dev/null; then PARALLEL=(-n 8); fi
 step "kernel tests" "$TEST_LIMIT" "$OUT_DIR/pytest.log" \
-    env LEC19QUANT_TEST_DEVICE=$TEST_DEVICE "$PYTHON" -m pytest -q -p no:cacheprovider -rfEs "${PARALLEL[@]}" \
+    env LEC19QUANT_TEST_DEVICE=$TEST_DEVICE "$PYTHON" -m pytest -q -p no:cacheprovider -rfEs --tb=short "${PARALLEL[@]}" \
     "${TEST_ARGS[@]}" "${KERNEL_TESTS[@]}"
 
 # 4. Every benchmark that uses harness.run, at its GPU sizes: bench_kernels, the table of every
