@@ -307,3 +307,19 @@ def test_chapter_01_end_to_end(tmp_path):
     maximum = sum(e.points for e in exercises)
     assert grades["solution"].total == maximum and grades["solution"].notes == []
     assert grades["student"].total == 0 and grades["student"].notes == []
+
+
+def test_command_line(tmp_path, capsys):
+    from lec19quant.grading.__main__ import main
+
+    chapter, folder = tmp_path / "chapter.ipynb", tmp_path / "submissions"
+    chapter.write_text(assignments.dumps(CHAPTER))
+    folder.mkdir()
+    (folder / "garbled.ipynb").write_text("{")
+    main([str(folder), "--chapter", str(chapter), "--out", str(tmp_path / "grades.csv")]
+         + ([] if ISOLATED else ["--no-isolation"]))
+    rows = list(csv.reader((tmp_path / "grades.csv").open()))
+    assert rows[1][:5] == ["garbled", "0", "0", "0", "0"] and "1 submissions graded" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(folder), "--chapter", "99"])
+    assert "give a notebook path or a chapter number" in capsys.readouterr().err

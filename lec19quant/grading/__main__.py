@@ -23,8 +23,12 @@ def main(argv: list[str] | None = None) -> None:
     if isolate and not namespaces_available():
         parser.error("unshare cannot create user namespaces here: grade in a container or VM, "
                      "or pass --no-isolation (see `python -m pydoc lec19quant.grading.sandbox`)")
-    limits = Limits(args.cell_seconds, args.check_seconds, args.memory_mb, 1, isolate)
-    exercises = chapter_exercises(args.chapter)
+    limits = Limits(cell_seconds=args.cell_seconds, check_seconds=args.check_seconds, memory_mb=args.memory_mb,
+                    isolate=isolate)
+    try:
+        exercises = chapter_exercises(args.chapter)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     start = time.perf_counter()
     grades = grade_folder(args.submissions, exercises, limits, args.jobs)
     write(grades, exercises, args.out)

@@ -29,7 +29,7 @@ class Limits:
 
     cell_seconds: float = 120.0
     check_seconds: float = 60.0
-    start_seconds: float = 120.0  # for the process to start and import torch and the package
+    start_seconds: float = 300.0  # for the process to start and import torch and the package
     memory_mb: int = 4096
     threads: int = 1
     isolate: bool = True  # network and file-system namespaces where the system allows them
