@@ -151,11 +151,12 @@ done
 
 # 5. The summary and the results.
 tar -czf "$OUT_DIR/results.tar.gz" -C "$WORK" benchmarks/results
-"$PYTHON" - "$WORK/versions.txt" "$STEPS" "$RESULTS" "$DRY_RUN" "$(( SECONDS - START ))" <<'EOF' | tee "$OUT_DIR/summary.txt"
-import json, math, sys
+"$PYTHON" - "$WORK/versions.txt" "$STEPS" "$RESULTS" "$DRY_RUN" "$(( SECONDS - START ))" "$OUT_DIR/pytest.log" \
+    <<'EOF' | tee "$OUT_DIR/summary.txt"
+import json, math, re, sys
 from pathlib import Path
 
-versions, steps, results, dry_run, seconds = sys.argv[1:]
+versions, steps, results, dry_run, seconds, log = sys.argv[1:]
 sys.path.insert(0, "benchmarks")
 from bench_kernels import goals  # noqa: E402
 
@@ -164,6 +165,8 @@ print("GPU check" + (" (dry run on the CPU: tiny sizes, nothing measured)" if dr
 for line in Path(steps).read_text().splitlines():
     name, status, took = line.split("\t")
     print(f"  {name:<22} {took:>4} s  {status}")
+counts = [line.strip("= ") for line in Path(log).read_text().splitlines() if re.search(r"\d+ (passed|failed|error)", line)]
+print("kernel tests:", counts[-1] if counts else "no count (see pytest.log)")
 files = sorted(Path(results).glob("*.json"))
 print("results:", ", ".join(f.name for f in files) or "none")
 kernels = [json.loads(f.read_text()) for f in files if f.name.startswith("kernels_gpu")]

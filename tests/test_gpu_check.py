@@ -2,6 +2,7 @@
 harness's datasheet lookup, and the GPU results that "Making it fast" reads."""
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -34,6 +35,8 @@ def test_dry_run_goes_through_every_step(tmp_path):
         assert any(line.split() and line.startswith(f"  {step} ") and line.endswith(" ok")
                    for line in summary.splitlines()), summary
     assert "bench_int8" not in summary and "int8 product, M = 4096" in summary
+    counts = [line for line in summary.splitlines() if line.startswith("kernel tests: ")]
+    assert len(counts) == 1 and re.match(r"kernel tests: \d+ passed, \d+ deselected in", counts[0]), summary
     log = (out / "pytest.log").read_text()
     assert " passed" in log and " failed" not in log and "lec19quant 0.1.0 from" in log
     with tarfile.open(out / "results.tar.gz") as tar:
