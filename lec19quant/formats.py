@@ -196,8 +196,8 @@ def _check_overflow(fmt: FloatFormat, rule: str) -> str:
 FP32 = FloatFormat(8, 23, name="FP32")
 FP16 = FloatFormat(5, 10, name="FP16")
 BF16 = FloatFormat(8, 7, name="BF16")
-# OCP FP8 E4M3 (ml_dtypes' float8_e4m3fn): ml_dtypes turns overflow into NaN; torch's
-# .to(torch.float8_e4m3fn) saturates at ±448, which is encode(x, FP8_E4M3, overflow="saturate").
+# OCP FP8 E4M3 (ml_dtypes' float8_e4m3fn): ml_dtypes and torch ≤ 2.12 turn overflow into NaN;
+# torch ≥ 2.13's .to(torch.float8_e4m3fn) saturates at ±448: encode(x, FP8_E4M3, overflow="saturate").
 FP8_E4M3 = FloatFormat(4, 3, specials="fn", name="FP8_E4M3")
 FP8_E5M2 = FloatFormat(5, 2, name="FP8_E5M2")
 FP6_E2M3 = FloatFormat(2, 3, specials="none", name="FP6_E2M3")
