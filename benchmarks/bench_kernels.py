@@ -16,6 +16,7 @@ product at M = 4096 at least 0.7× as fast as torch._int_mm. On a CPU it measure
 other benchmarks time the CPU paths (--dry-run runs the GPU table here at tiny sizes).
 """
 import math
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,7 +36,8 @@ FOUR_BIT_GOAL, INT8_GOAL = 2.5, 0.7
 @dataclass(frozen=True)
 class Family:
     """A kernel family: prepare(w16 (N, K), target) gives its weights once per shape;
-    call(x, weights) computes Y (M, N); weight_bits, act_bits and out_bits count its bytes."""
+    call(x, weights) computes Y (M, N) (x: float16, or int8 codes for the int8 product);
+    weight_bits, act_bits and out_bits count its bytes."""
 
     name: str
     prepare: Callable
@@ -78,7 +80,7 @@ def _groupwise(w16: torch.Tensor, target: Target) -> GroupQuantLinear:
 
 FAMILIES = [
     Family("int8 product (W8A8)", lambda w, t: torch.randint(-127, 128, w.shape, dtype=torch.int8, device=w.device).t(),
-           None, weight_bits=8, act_bits=8, int8=True),
+           lambda a, b: int8.matmul_int32(a, b, backend="triton"), weight_bits=8, act_bits=8, int8=True),
     Family("LLM.int8() layer", lambda w, t: int8.Int8Linear(w, None, threshold=6.0, backend="triton"),
            lambda x, layer: layer(x), weight_bits=8),
     Family("NF4 (QLoRA)", _nf4, lambda x, w: qlora.nf4_matmul(x, *w, backend="triton"), weight_bits=4.5, out_bits=16),
@@ -102,22 +104,34 @@ def _int_mm_seconds(a: torch.Tensor, b: torch.Tensor, target: Target) -> float:
     return target.seconds(lambda: torch._int_mm(a, b))
 
 
+def _attempt(target: Target, what: str, fn, failed=math.nan):
+    """fn(); on a GPU, where one run must give every family it can, a failure is printed and
+    gives `failed` instead (a dry run lets it raise, so that the test of the script sees it)."""
+    try:
+        return fn()
+    except Exception as e:
+        if target.dry_run:
+            raise
+        print(f"{what} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return failed
+
+
 def gpu_rows(target: Target) -> list[dict]:
     gpu = None if target.dry_run else datasheet_gpu(machine())
     rows = []
     for n, k in target.sizes(WEIGHTS, TINY_WEIGHTS):
         w16 = (torch.randn(n, k, device=target.device) * 0.02).half()
-        prepared = [(f, f.prepare(w16, target)) for f in FAMILIES]
+        prepared = [(f, _attempt(target, f"{f.name}, {n}×{k} weights", lambda: f.prepare(w16, target), None))
+                    for f in FAMILIES]
         for m in target.sizes(TOKENS, TINY_TOKENS):
             x = activations(m, k, target.device, torch.float16)
             fp16 = target.seconds(lambda: x @ w16.t())
             a = _codes(x)
             for family, weights in prepared:
-                if family.int8:
-                    t = target.seconds(lambda: int8.matmul_int32(a, weights, backend="triton"))
-                    int_mm = _int_mm_seconds(a, weights, target)
-                else:
-                    t, int_mm = target.seconds(lambda: family.call(x, weights)), math.nan
+                given = a if family.int8 else x
+                t = math.nan if weights is None else _attempt(
+                    target, f"{family.name}, M = {m}, {n}×{k}", lambda: target.seconds(lambda: family.call(given, weights)))
+                int_mm = _int_mm_seconds(a, weights, target) if family.int8 and weights is not None else math.nan
                 cost = roofline.matmul_cost(m, k, n, family.weight_bits, family.act_bits, family.out_bits)
                 rows.append({"family": family.name, "M": m, "N": n, "K": k, "µs": t * 1e6, "fp16 µs": fp16 * 1e6,
                              "× fp16": fp16 / t, "_int_mm µs": int_mm * 1e6, "× _int_mm": int_mm / t,
