@@ -323,3 +323,10 @@ def test_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(folder), "--chapter", "99"])
     assert "give a notebook path or a chapter number" in capsys.readouterr().err
+
+
+def test_ipython_magics_and_shell_lines_do_not_run():
+    from lec19quant.grading.worker import _without_magics
+
+    assert _without_magics("%pip install x\nif a:\n    !ls\nx = (1\n     != 2)\n") == \
+        "pass\nif a:\n    pass\nx = (1\n     != 2)\n"

@@ -23,7 +23,7 @@ def _no_network(event: str, args) -> None:
 
 def _without_magics(cell: str) -> str:
     """The cell with IPython's %magic and !shell lines replaced by `pass` (they do not run here)."""
-    return re.sub(r"(?m)^(\s*)[%!].*$", r"\1pass", cell)
+    return re.sub(r"(?m)^(\s*)(?:%|!(?!=)).*$", r"\1pass", cell)
 
 
 def main(fd_in: int, fd_out: int, memory_bytes: int, threads: int) -> None:
