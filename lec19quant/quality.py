@@ -229,6 +229,25 @@ def token_stats(base_log_probs: torch.Tensor, logits: torch.Tensor, target: torc
                       torch.exp(lb[rows, target]).double(), torch.exp(lq[rows, target]).double())
 
 
+def online_logsumexp(z: torch.Tensor, block: int) -> list[tuple[int, float, float]]:
+    """LSE(z) of a 1-D row read `block` values at a time, as the Triton kernel reads it: a running
+    max m and s = Σ exp(z_i − m) over the values read so far; when a block raises the max to m',
+    s becomes s·exp(m − m') + Σ_block exp(z_i − m'). Returns (values read, m, s) after each block;
+    LSE(z) = m + ln s at the end, and no exp ever overflows."""
+    if z.ndim != 1 or len(z) == 0:
+        raise ValueError(f"z must be a non-empty 1-D row, got shape {tuple(z.shape)}")
+    if not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be a positive int, got {block!r}")
+    m, s, trace = float("-inf"), 0.0, []
+    for start in range(0, len(z), block):
+        part = z[start:start + block].double()
+        m_new = max(m, part.max().item())
+        s = s * math.exp(m - m_new) + torch.exp(part - m_new).sum().item()
+        m = m_new
+        trace.append((start + len(part), m, s))
+    return trace
+
+
 # ---- llama.cpp's summary ------------------------------------------------------------------------
 
 def mean_and_error(x: torch.Tensor) -> tuple[float, float]:

@@ -6,6 +6,7 @@ figure is also available here, as plots.k_block(...).
 from .gguf import gguf_errors, k_block, recipe_map
 from .llm_int8 import outlier_token_fractions, threshold_tradeoff
 from .making_it_fast import gpu_results, roofline
+from .measuring_quality import kld_distribution, llama_cpp_comparison
 from .number_formats import bit_layout, relative_spacing, value_grid
 from .nvfp4 import block_max_placement, format_errors, scale_windows
 from .qat import fake_quantize_node, grid_drift, ptq_vs_qat
