@@ -32,7 +32,7 @@ from .io import gguf_names
 MIN_TOKENS = 16  # llama-imatrix ignores matrix products of fewer tokens
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity: caches of quantized blocks are keyed by it
 class ImportanceMatrix:
     """Σx² per input column (`sums`, float32) and the number of tokens (`counts`) of each weight
     matrix, by GGUF tensor name, with where they came from."""

@@ -114,11 +114,13 @@ def _rope_theta(cfg: dict) -> float | None:
     return cfg.get("rope_theta", rope.get("rope_theta"))
 
 
-def metadata(config, ftype: str, tokenizer=None, tokenizer_pre: str = "default") -> dict[str, Value]:
+def metadata(config, ftype: str, tokenizer=None, tokenizer_pre: str = "default", imatrix=None) -> dict[str, Value]:
     """The key/values `write_gguf` writes for a model `config` (and `tokenizer`, if given): the
     architecture and its sizes, the file type, and the tokenizer. `tokenizer_pre` names the
     pre-tokenizer (how llama.cpp splits text before BPE; SmolLM2: "smollm", Qwen2/3: "qwen2",
-    Llama 3: "llama-bpe"); llama.cpp warns and uses its default for "default"."""
+    Llama 3: "llama-bpe"); llama.cpp warns and uses its default for "default". With an
+    `imatrix` (`imatrix.ImportanceMatrix`), the keys llama-quantize adds: its dataset, number of
+    entries and chunks."""
     _check_ftype(ftype)
     cfg = memory._as_dict(config)
     arch = gguf.MODEL_ARCH_NAMES[_architecture(cfg)]
@@ -142,6 +144,12 @@ def metadata(config, ftype: str, tokenizer=None, tokenizer_pre: str = "default")
     keys |= {k.format(arch=arch): Value(float(v), _F32) for k, v in floats.items() if v is not None}
     if tokenizer is not None:
         keys |= _tokenizer_metadata(tokenizer, s.vocab, tokenizer_pre)
+    if imatrix is not None:
+        if imatrix.datasets:
+            keys["quantize.imatrix.dataset"] = Value(imatrix.datasets[0], _STR)
+        keys["quantize.imatrix.entries_count"] = Value(len(imatrix), gguf.GGUFValueType.INT32)
+        if imatrix.chunk_count > 0:
+            keys["quantize.imatrix.chunks_count"] = Value(imatrix.chunk_count, gguf.GGUFValueType.INT32)
     return keys
 
 
@@ -181,7 +189,8 @@ class FileSize:
         return self.total / memory.GB
 
 
-def predict_size(config, ftype: str = "Q4_K_M", tokenizer=None, tokenizer_pre: str = "default") -> FileSize:
+def predict_size(config, ftype: str = "Q4_K_M", tokenizer=None, tokenizer_pre: str = "default",
+                 imatrix=None) -> FileSize:
     """Bytes of the GGUF file of type `ftype` that `write_gguf` writes for a
     model described by `config` (a dict or transformers config of a dense Llama/Qwen2/Qwen3).
 
@@ -189,12 +198,14 @@ def predict_size(config, ftype: str = "Q4_K_M", tokenizer=None, tokenizer_pre: s
     each tensor's entry in the header, every key/value of the metadata, and the header padded
     to 32 bytes. The tokenizer's arrays are counted exactly when `tokenizer` (a transformers
     tokenizer) is given, else estimated from the vocabulary size (TOKENIZER_BYTES_PER_TOKEN).
+    `imatrix`: the importance matrix the file is quantized with, if any (it changes a few formats
+    of the IQ4 recipes, and adds keys).
     """
     cfg = memory._as_dict(config)
     tensors = model_tensors(cfg)
-    types = choose_types(tensors, ftype)
+    types = choose_types(tensors, ftype, imatrix=imatrix is not None)
     data = sum(_pad(tensor_nbytes(types[n], shape)) for n, shape in tensors.items())
-    keys = metadata(cfg, ftype, tokenizer, tokenizer_pre)
+    keys = metadata(cfg, ftype, tokenizer, tokenizer_pre, imatrix)
     arrays = (gguf.Keys.Tokenizer.LIST, gguf.Keys.Tokenizer.TOKEN_TYPE, gguf.Keys.Tokenizer.MERGES)
     if tokenizer is None:
         tok = round(TOKENIZER_BYTES_PER_TOKEN * memory.shape_of(cfg).vocab)
@@ -244,14 +255,19 @@ def gguf_names(model) -> dict[str, str]:
     return out
 
 
-def _blocks(cache: dict, hf_name: str, weight: torch.Tensor, qtype: str) -> np.ndarray:
-    """The bytes of `weight` in block format `qtype`, from `cache` when it has them."""
-    if (hf_name, qtype) not in cache:
-        cache[hf_name, qtype] = quantize(weight, qtype)
-    return cache[hf_name, qtype]
+def _blocks(cache: dict, hf_name: str, weight: torch.Tensor, qtype: str, imatrix=None, name: str = "") -> np.ndarray:
+    """The bytes of `weight` in block format `qtype`, from `cache` when it has them; weighted
+    by the importance of tensor `name` when `imatrix` has an entry for it (as llama-quantize,
+    which quantizes a tensor without an entry without weights)."""
+    importance = imatrix.weights(name) if imatrix is not None and name in imatrix else None
+    key = (hf_name, qtype, None if importance is None else imatrix)
+    if key not in cache:
+        cache[key] = quantize(weight, qtype, imatrix=importance)
+    return cache[key]
 
 
-def _encode(cache: dict, config: dict, hf_name: str, weight: torch.Tensor, qtype: str) -> np.ndarray:
+def _encode(cache: dict, config: dict, hf_name: str, weight: torch.Tensor, qtype: str, imatrix=None,
+            name: str = "") -> np.ndarray:
     """A tensor as the file stores it: float32, float16 or blocks, W_q and W_k in llama.cpp's
     RoPE order (reordering rows of weights reorders the rows of their blocks the same way)."""
     heads = _rope_heads(config, hf_name)
@@ -261,26 +277,27 @@ def _encode(cache: dict, config: dict, hf_name: str, weight: torch.Tensor, qtype
         if qtype == "BF16":  # bytes, rounded to nearest even by gguf's converter
             return gguf.quants.quantize(x, gguf.GGMLQuantizationType.BF16)
         return x if qtype == "F32" else x.astype(np.float16)
-    raw = _blocks(cache, hf_name, weight, qtype)
+    raw = _blocks(cache, hf_name, weight, qtype, imatrix, name)
     return raw if heads is None else rope_interleave(torch.from_numpy(raw), heads).numpy()
 
 
 def write_gguf(model, tokenizer, path, ftype: str = "Q4_K_M", tokenizer_pre: str = "default",
-               progress: bool = True, cache: dict | None = None) -> dict[str, str]:
+               progress: bool = True, cache: dict | None = None, imatrix=None) -> dict[str, str]:
     """Write `model` (a transformers Llama/Qwen2/Qwen3 causal LM) and its `tokenizer` to a GGUF
     file of type `ftype` at `path`, quantizing tensor by tensor as it writes (one tensor in
     memory at a time, a progress bar over them). Returns each tensor's format. The file appears
     under its name only when complete. `cache` (see `quantized_weights`) reuses blocks already
-    computed."""
+    computed. `imatrix` (an `imatrix.ImportanceMatrix`) weights the quantization of every tensor
+    it has an entry for, as `llama-quantize --imatrix` does."""
     _check_ftype(ftype)
     cfg = model.config.to_dict()
     names = gguf_names(model)
     params = model.state_dict()
     shapes = {g: tuple(params[h].shape) for h, g in names.items()}
-    types = choose_types(shapes, ftype)
+    types = choose_types(shapes, ftype, imatrix=imatrix is not None)
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    keys = metadata(cfg, ftype, tokenizer, tokenizer_pre)
+    keys = metadata(cfg, ftype, tokenizer, tokenizer_pre, imatrix)
     writer = gguf.GGUFWriter(partial, keys[gguf.Keys.General.ARCHITECTURE].value)
     try:
         for key, value in keys.items():
@@ -299,7 +316,7 @@ def write_gguf(model, tokenizer, path, ftype: str = "Q4_K_M", tokenizer_pre: str
         keep, cache = cache is not None, {} if cache is None else cache
         bar = tqdm(names.items(), desc=f"writing {path.name} ({ftype})", unit="tensor", disable=not progress)
         for hf_name, name in bar:
-            writer.write_tensor_data(_encode(cache, cfg, hf_name, params[hf_name], types[name]))
+            writer.write_tensor_data(_encode(cache, cfg, hf_name, params[hf_name], types[name], imatrix, name))
             if not keep:
                 cache.clear()  # one tensor's blocks in memory at a time
         writer.close()
@@ -311,25 +328,28 @@ def write_gguf(model, tokenizer, path, ftype: str = "Q4_K_M", tokenizer_pre: str
     return types
 
 
-def quantized_weights(model, ftype: str = "Q4_K_M", cache: dict | None = None) -> tuple[dict, dict[str, str]]:
+def quantized_weights(model, ftype: str = "Q4_K_M", cache: dict | None = None,
+                      imatrix=None, only=None) -> tuple[dict, dict[str, str]]:
     """The model's state dict as a GGUF file of type `ftype` would give it back — every tensor
     quantized to its recipe's format and dequantized, which is what llama.cpp computes with —
     and each GGUF tensor's format, without writing a file. (Blocks lie within rows, so the RoPE
     reordering of W_q and W_k does not change them.) `cache`, a dict, keeps the bytes of each
-    (tensor, format) for the next call, so that recipes share the work they have in common."""
+    (tensor, format, importance matrix) for the next call, so that recipes share the work they
+    have in common. `imatrix`: as in `write_gguf`. `only`: a function of the GGUF name that
+    says which tensors to quantize (the others keep their weights; default: all)."""
     names = gguf_names(model)
     params = model.state_dict()
-    types = choose_types({g: tuple(params[h].shape) for h, g in names.items()}, ftype)
+    types = choose_types({g: tuple(params[h].shape) for h, g in names.items()}, ftype, imatrix=imatrix is not None)
     cache = {} if cache is None else cache
     weights = dict(params)
     for hf_name, name in names.items():
         qtype, w = types[name], params[hf_name]
-        if qtype == "F32":
+        if qtype == "F32" or (only is not None and not only(name)):
             continue
         if qtype in ("F16", "BF16"):
             weights[hf_name] = w.to(torch.float16 if qtype == "F16" else torch.bfloat16).float()
             continue
-        weights[hf_name] = dequantize(_blocks(cache, hf_name, w, qtype), qtype, w.shape).to(w.device)
+        weights[hf_name] = dequantize(_blocks(cache, hf_name, w, qtype, imatrix, name), qtype, w.shape).to(w.device)
     if "lm_head.weight" in params and "lm_head.weight" not in names:  # tied to the embedding
         weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
     return weights, types

@@ -26,14 +26,19 @@ _LEVELS_T = torch.from_numpy(LEVELS)
 N_TRY = 7  # ggml_quantize_chunk tries the 2·7 + 1 scales (k − 127)/max, k = −7..7
 
 
+# For v in [k, k + 1) the levels ≤ v are those ≤ k (they are integers): tables over k = −128..114
+# of the index of the first level above v (clamped to 1..15) and of the levels around it.
+_UPPER = np.clip(np.searchsorted(LEVELS, np.arange(-128, 115), side="right"), 1, 15)
+_BELOW, _ABOVE = LEVELS[_UPPER - 1], LEVELS[_UPPER]
+
+
 def nearest_level(v: np.ndarray) -> np.ndarray:
     """best_index_int8: the index of the level nearest to v (ties go up; below the first
     level 0, above the last 15; NaN 15), as int."""
-    upper = np.clip(np.searchsorted(LEVELS, v, side="right"), 1, 15)
-    below, above = LEVELS[upper - 1], LEVELS[upper]
+    k = np.floor(v)
+    k = np.fmax(np.fmin(k, F32(114), out=k), F32(-128), out=k).astype(np.intp) + 128  # fmin: NaN → 114
     with np.errstate(invalid="ignore"):
-        index = np.where(v - below < above - v, upper - 1, upper)
-        return np.where(v <= LEVELS[0], 0, np.where(v >= LEVELS[15], 15, index))
+        return _UPPER[k] - (v - _BELOW[k] < _ABOVE[k] - v)
 
 
 def fit_codebook(x: np.ndarray, w: np.ndarray) -> np.ndarray:
