@@ -96,6 +96,9 @@ def named_schemes() -> dict:
     from .int8 import LLMInt8
 
     schemes += [LLMInt8(), LLMInt8(variant="paper")]
+    from .gptq import SCHEMES as GPTQ_SCHEMES  # they need calibration: see gptq.GPTQ
+
+    schemes += GPTQ_SCHEMES
     return {s.name: s for s in schemes}
 
 

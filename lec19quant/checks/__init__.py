@@ -10,6 +10,7 @@ also available here, as checks.check_absmax(...).
 """
 from .core import CheckFailed, Passed
 from .gguf import check_q8_0, check_scale_min_k4, check_use_more_bits, q8_0_cases
+from .gptq import check_column_update, check_inverse_hessian_cholesky
 from .imatrix import activation_cases, check_importance, check_iq4_nl_codes, iq4_nl_cases
 from .llm_int8 import check_llm_int8_matmul, check_outlier_columns, llm_int8_cases
 from .making_it_fast import check_min_time

@@ -4,6 +4,7 @@ One module per chapter, named after it (plots.gguf holds the GGUF chapter's figu
 figure is also available here, as plots.k_block(...).
 """
 from .gguf import gguf_errors, k_block, recipe_map
+from .gptq import damp_and_act_order, error_as_columns_are_processed
 from .imatrix import codebook_levels, imatrix_gain, importance_profile, weighted_block
 from .llm_int8 import outlier_token_fractions, threshold_tradeoff
 from .making_it_fast import gpu_results, roofline
