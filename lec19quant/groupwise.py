@@ -33,6 +33,8 @@ two thirds values per word, straddling words (AutoGPTQ's layout). Ragged sizes a
 whole words. Checkpoint format "gptq" (v1, most hub files) stores z − 1 in qzeros and readers add
 1 back, so z = 0 cannot be stored; "gptq_v2" stores z itself. The buffers here are v2.
 """
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -257,6 +259,23 @@ class GroupQuantLinear(nn.Module):
             # a careless writer) reads as 0, where AutoGPTQ's reader gets 2^b
             zeros = (zeros + 1) & (2**bits - 1)
         return cls(codes, scales.t(), zeros.t(), bits, group_size, tensors.get("g_idx"), tensors.get("bias"), backend)
+
+
+@dataclass(frozen=True)
+class RTN:
+    """`nn.quantize_model` scheme: round to nearest at this storage (`GroupQuantLinear.from_linear`),
+    the baseline that GPTQ and AWQ are compared with at the same bytes."""
+
+    bits: int = 4
+    group_size: int = 128
+    sym: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"rtn-w{self.bits}-g{self.group_size}" + ("-sym" if self.sym else "")
+
+    def quantize_linear(self, linear: nn.Linear) -> GroupQuantLinear:
+        return GroupQuantLinear.from_linear(linear, self.bits, self.group_size, self.sym)
 
 
 def bits_per_weight(bits: int, group_size: int) -> float:

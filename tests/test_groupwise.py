@@ -222,3 +222,14 @@ def test_triton_matmul_equals_reference(bits, k, act_order, dtype, tol, device):
             assert (gathered - expected).abs().max() <= tol * scale
     with pytest.raises(ValueError, match="features"):
         tri(torch.randn(2, k + 1, device=device))
+
+
+def test_rtn_scheme_through_nn_quantize_model():
+    from lec19quant import nn as qnn
+    from lec19quant.groupwise import RTN
+
+    model = nn.Sequential(nn.Linear(64, 32), nn.Linear(32, 8))
+    expected = GroupQuantLinear.from_linear(model[0], 3, 32).dequantized_weight()
+    report = qnn.quantize_model(model, RTN(3, 32), skip=())
+    assert report.scheme == "rtn-w3-g32" and len(report.replaced) == 2
+    assert torch.equal(model[0].dequantized_weight(), expected)
