@@ -63,3 +63,11 @@ gpu-wheels: $(INSTALLED)
 
 clean:
 	rm -rf _build
+
+# Google Colab's stack (colab-constraints.txt) in .venv-colab with Python 3.13: the package installed
+# as the notebooks' first cell does, then the unit tests and every notebook (.ci/test-colab says
+# how). Not part of .ci/run: the first run downloads several GB. Run it when a chapter or a
+# dependency changes.
+.PHONY: test-colab
+test-colab:
+	.ci/test-colab

@@ -52,7 +52,7 @@ def linear(n_in: int, n_out: int, seed: int = 0, bias: bool = True) -> nn.Linear
 
 
 def bitsandbytes_layer(layer: nn.Linear, threshold: float = 6.0):
-    bnb = pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
     ref = bnb.nn.Linear8bitLt(layer.in_features, layer.out_features, bias=layer.bias is not None,
                               has_fp16_weights=False, threshold=threshold)
     ref.load_state_dict(layer.state_dict())
@@ -65,6 +65,7 @@ def bitsandbytes_scale(absmax: torch.Tensor) -> torch.Tensor:
     return torch.where(absmax > 0, 127.0 / absmax, torch.zeros_like(absmax))
 
 
+@pytest.mark.bitsandbytes
 @pytest.mark.parametrize("shape", [(70, 200), (3, 33), (128, 256)])
 def test_weight_codes_and_scales_equal_bitsandbytes(shape):
     layer = linear(shape[1], shape[0], seed=shape[0])
@@ -88,11 +89,12 @@ def test_bitsandbytes_scale_is_rounded_twice():
     assert (twice != torch.full_like(a, 127.0) / a).any()
 
 
+@pytest.mark.bitsandbytes
 @pytest.mark.parametrize("threshold", [6.0, 3.5, 0.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("m, k", [(1, 7), (5, 100), (64, 256)])
 def test_activation_codes_and_outlier_columns_equal_bitsandbytes(threshold, dtype, m, k):
-    F = pytest.importorskip("bitsandbytes.functional")
+    import bitsandbytes.functional as F
     x = planted(m, k, seed=m + k, dtype=dtype)
     if m > 2:
         x[2] = 0.0  # an all-zero row
@@ -104,6 +106,7 @@ def test_activation_codes_and_outlier_columns_equal_bitsandbytes(threshold, dtyp
         assert {3, 5, k - 1, k // 2} <= set(ours.tolist()) and 1 not in ours.tolist()
 
 
+@pytest.mark.bitsandbytes
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("bias", [True, False])
 def test_outputs_agree_with_bitsandbytes_within_float16_rounding(dtype, bias):

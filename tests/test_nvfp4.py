@@ -272,8 +272,9 @@ def test_mxfp4_scale_puts_the_block_max_in_4_to_8_and_clips_above_6():
 # NF4 against bitsandbytes
 
 
+@pytest.mark.bitsandbytes
 def test_nf4_matches_bitsandbytes():
-    bnb = pytest.importorskip("bitsandbytes.functional")
+    import bitsandbytes.functional as bnb
     for name in ("normal", "heavy-tailed", "rows of different magnitude", "ties and signed zeros"):
         x = INPUTS[name].reshape(-1, 64)
         packed, state = bnb.quantize_4bit(x, blocksize=64, quant_type="nf4")
