@@ -2,8 +2,8 @@
 
 On Linux with unprivileged user namespaces (`unshare`), the process gets no network (an empty
 network namespace), a file system that is read-only except for a private /tmp, and a PID
-namespace (its children die with it). Everywhere, it has an address-space limit (RLIMIT_AS), a
-network-blocking audit hook, one session whose processes are killed together, and wall-clock
+namespace (its children die with it). Everywhere, it has a memory limit (RLIMIT_DATA: its heap and
+anonymous mappings, where tensors and Python objects live), a network-blocking audit hook, one session whose processes are killed together, and wall-clock
 limits on each request that the grader enforces from outside.
 """
 import os
@@ -27,10 +27,10 @@ _READ_ONLY = ('for m in $(cut -d" " -f2 /proc/self/mounts); do '
 class Limits:
     """What a student's process may use: seconds per notebook cell and per check, memory, threads."""
 
-    cell_seconds: float = 120.0
+    cell_seconds: float = 300.0
     check_seconds: float = 60.0
     start_seconds: float = 300.0  # for the process to start and import torch and the package
-    memory_mb: int = 4096
+    memory_mb: int = 6144
     threads: int = 1
     isolate: bool = True  # network and file-system namespaces where the system allows them
 

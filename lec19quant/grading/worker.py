@@ -27,7 +27,7 @@ def _without_magics(cell: str) -> str:
 
 
 def main(fd_in: int, fd_out: int, memory_bytes: int, threads: int) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
     sys.addaudithook(_no_network)
     import torch
 
