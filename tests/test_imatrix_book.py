@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lec19quant import checks, gguf, plots  # noqa: E402
+from lec19quant import checks, plots  # noqa: E402
 from lec19quant.gguf import iquants  # noqa: E402
 
 

@@ -31,7 +31,7 @@ import torch
 
 from ..kernels import use_triton
 from .scales import F32, fit_positive, fit_scale_min, fit_symmetric, nearest_int, refine_symmetric, sequential_sum
-from .scales import first, first_extreme, signed_absmax
+from .scales import first_extreme, signed_absmax
 
 QK_K = 256  # weights in a K-quant super-block
 

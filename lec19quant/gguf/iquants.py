@@ -16,7 +16,7 @@ x / scale (`nearest_level`, ggml's best_index_int8). Both formats register in
 import numpy as np
 import torch
 
-from .blocks import FORMATS, QK_K, BlockFormat, _block_rows, _byte_words, _columns, _half, _half_bytes
+from .blocks import FORMATS, QK_K, BlockFormat, _block_rows, _byte_words, _columns, _half
 from .blocks import _half_words, _low_high, _nibbles, _sub_block_weights, sum_squares
 from .scales import F32, GROUP_MAX_EPS, nearest_int, sequential_sum, signed_absmax
 
