@@ -153,39 +153,43 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int = 4, group_size: i
     position_group = perm // g if static else torch.arange(cols) // g
     U = inverse_hessian_cholesky(H, damp)
 
-    scales = torch.zeros(rows, n_groups, dtype=dtype)  # float16 values, held in W's dtype
-    zeros = torch.zeros(rows, n_groups, dtype=dtype)
+    maxq = 2**bits - 1
+    scales = torch.zeros(n_groups, rows, dtype=dtype)  # per group, per row: float16 values in W's dtype
+    zeros = torch.zeros(n_groups, rows, dtype=dtype)
     if static:
-        scales, zeros = fixed[0][..., 0].to(dtype), fixed[1][..., 0].to(dtype)
+        scales, zeros = fixed[0][..., 0].t().to(dtype).contiguous(), fixed[1][..., 0].t().to(dtype).contiguous()
     else:  # a group starts at a block's start or lies inside one: its weights are then up to date
         divisors = [d for d in range(1, min(block_size, g) + 1) if g % d == 0]
         block_size = g * (block_size // g) if block_size >= g else divisors[-1]
     groups = position_group.tolist()
-    codes = torch.zeros(rows, cols, dtype=dtype)
+    codes = torch.zeros(cols, rows, dtype=dtype)
     losses = torch.zeros(rows, dtype=dtype)
+    # Wt = Wᵀ: column j of W is the contiguous row j of Wt, so that each step reads and updates
+    # contiguous memory
+    Wt = W.t().contiguous()
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
-        W1, U1 = W[:, i1:i2].clone(), U[i1:i2, i1:i2]
+        W1, U1 = Wt[i1:i2].clone(), U[i1:i2, i1:i2]  # this block's columns, as rows
         Q1, E1 = torch.zeros_like(W1), torch.zeros_like(W1)
         for i in range(i2 - i1):
             j, k = i1 + i, groups[i1 + i]
             if j % g == 0 and not static:
                 # the first column of a group: its parameters, from its weights as they are now
-                s, z = group_params(W[:, j:j + g] if i == 0 else W1[:, i:i + g], bits, sym)
-                scales[:, k], zeros[:, k] = s[:, 0], z[:, 0]
-            w, s, z = W1[:, i], scales[:, k], zeros[:, k]
-            q = quantize_codes(w, s, z, bits)
-            codes[:, j], Q1[:, i] = q, (q - z) * s
-            E1[:, i] = update_column(W1[:, i:], Q1[:, i], U1[i, i:])
-        losses += E1.square().sum(1) / 2
-        W[:, i1:i2] = Q1
-        W[:, i2:] -= E1 @ U[i1:i2, i2:]  # the lazy batch update of the columns after the block
+                s, z = group_params((Wt[j:j + g] if i == 0 else W1[i:i + g]).t(), bits, sym)
+                scales[k], zeros[k] = s[:, 0], z[:, 0]
+            # ŵ = (q − z)·s with q = clamp(round(w/s) + z, 0, 2^b − 1)
+            s, z = scales[k], zeros[k]
+            torch.mul(torch.round(W1[i] / s).clamp_(-z, maxq - z), s, out=Q1[i])
+            E1[i] = update_column(W1[i:].t(), Q1[i], U1[i, i:])
+        losses += E1.square().sum(0) / 2
+        codes[i1:i2] = Q1 / scales[groups[i1:i2]] + zeros[groups[i1:i2]]  # exact: Q1 is (q − z)·s
+        Wt[i1:i2] = Q1
+        Wt[i2:] -= U[i1:i2, i2:].t() @ E1  # the lazy batch update of the columns after the block
         if callback is not None:
-            callback(i2, W)
+            callback(i2, Wt.t())
     inverse = torch.argsort(perm)
-    codes = codes[:, inverse]
-    return GPTQResult(codes.to(torch.uint8), scales.half(), zeros.to(torch.uint8),
-                      position_group[inverse].to(torch.int32), W[:, inverse], losses.sum().item(), bits, g)
+    return GPTQResult(codes.t()[:, inverse].to(torch.uint8), scales.t().half(), zeros.t().to(torch.uint8),
+                      position_group[inverse].to(torch.int32), Wt.t()[:, inverse], losses.sum().item(), bits, g)
 
 
 # -- the scheme -----------------------------------------------------------------------------------
