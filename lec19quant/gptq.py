@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .groupwise import GroupQuantLinear, group_params, quantize_codes
+from .groupwise import GroupQuantLinear, group_params
 from .quantize import _check_bits
 
 
