@@ -330,3 +330,18 @@ def test_ipython_magics_and_shell_lines_do_not_run():
 
     assert _without_magics("%pip install x\nif a:\n    !ls\nx = (1\n     != 2)\n") == \
         "pass\nif a:\n    pass\nx = (1\n     != 2)\n"
+
+
+def test_without_namespaces_an_audit_hook_still_blocks_the_network(tmp_path, listener):
+    port = listener.getsockname()[1]
+    notebook = submission(**dict(RIGHT, int8_bits=(
+        "import socket\n\ndef int8_bits(value):\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\n"
+        "    return format(value & 0xFF, '08b')\n")))
+    (tmp_path / "network.ipynb").write_text(assignments.dumps(notebook))
+    limits = sandbox.Limits(cell_seconds=30, check_seconds=30, start_seconds=300, memory_mb=3072, isolate=False)
+    grade = grading.grade_notebook(tmp_path / "network.ipynb", EXERCISES, limits)
+    assert grade.points == {"use_more_bits": 1, "int8_bits": 0, "my_min_time": 3}
+    assert "got 'PermissionError: no network while grading (socket.getaddrinfo)'" in grade.feedback["int8_bits"]
+    with pytest.raises(BlockingIOError):
+        listener.accept()
