@@ -45,9 +45,10 @@ def measure() -> list[dict]:
 
 
 def main() -> None:
+    load = round(os.getloadavg()[0], 1)
     run(__doc__, "grading", measure, title=f"Grading {SUBMISSIONS} submissions, 2 at a time, on {machine()} "
-        f"(load average {os.getloadavg()[0]:.1f} at the start)",
-        formats={"seconds": ".0f", "s per submission": ".1f"})
+        f"(load average {load} at the start)", formats={"seconds": ".0f", "s per submission": ".1f"},
+        load_average_at_start=load)
 
 
 if __name__ == "__main__":
