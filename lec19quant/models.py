@@ -211,6 +211,23 @@ class ChannelStats:
     sum_squares: torch.Tensor  # Σ x² per channel (float64)
     tokens: int
     threshold: float
+    sum_abs: torch.Tensor | None = None  # Σ |x| per channel (float64); zeros when not given
+    minimum: torch.Tensor | None = None  # min x of each channel; +inf when not given
+    maximum: torch.Tensor | None = None  # max x of each channel; −inf when not given
+
+    def __post_init__(self):
+        n = self.absmax.numel()
+        if self.sum_abs is None:
+            self.sum_abs = torch.zeros(n, dtype=torch.float64)
+        if self.minimum is None:
+            self.minimum = torch.full((n,), torch.inf)
+        if self.maximum is None:
+            self.maximum = torch.full((n,), -torch.inf)
+
+    @property
+    def mean_abs(self) -> torch.Tensor:
+        """Mean |x| per channel (AWQ's activation statistic), float32."""
+        return (self.sum_abs / self.tokens).float()
 
     @property
     def fraction_over(self) -> torch.Tensor:
@@ -226,6 +243,9 @@ class ChannelStats:
         self.absmax = torch.maximum(self.absmax, x.abs().amax(0).cpu())
         self.count_over += (x.abs() >= self.threshold).sum(0).cpu()
         self.sum_squares += x.double().square().sum(0).cpu()
+        self.sum_abs += x.abs().double().sum(0).cpu()
+        self.minimum = torch.minimum(self.minimum, x.amin(0).cpu())
+        self.maximum = torch.maximum(self.maximum, x.amax(0).cpu())
         self.tokens += x.shape[0]
 
 
@@ -233,7 +253,7 @@ class ChannelStats:
 def capture_activations(model, tokenizer, text: str, context: int = 512, max_tokens: int | None = 2048,
                         threshold: float = 6.0, batch_size: int = 8) -> dict[str, ChannelStats]:
     """Run `model` over `text` (windows as in `perplexity`) and record, for the input of every
-    nn.Linear, per-channel max |x|, how many tokens reach |x| ≥ `threshold`, and Σ x².
+    nn.Linear, per-channel max |x|, how many tokens reach |x| ≥ `threshold`, Σ x², Σ |x|, min and max.
     Only these running statistics are kept, never the activations themselves."""
     stats: dict[str, ChannelStats] = {}
     hooks = []

@@ -99,6 +99,12 @@ def named_schemes() -> dict:
     from .gptq import SCHEMES as GPTQ_SCHEMES  # they need calibration: see gptq.GPTQ
 
     schemes += GPTQ_SCHEMES
+    from .smoothquant import SmoothQuantW8A8
+
+    schemes += [SmoothQuantW8A8("tensor"), SmoothQuantW8A8("token")]
+    from .awq import AWQ, GroupwiseRTN
+
+    schemes += [cls(bits, 128) for cls in (AWQ, GroupwiseRTN) for bits in (4, 3)]
     return {s.name: s for s in schemes}
 
 
@@ -160,11 +166,15 @@ class QuantizationReport:
 
 def quantize_model(model: nn.Module, scheme, skip=("lm_head",)) -> QuantizationReport:
     """Replace, in place, every nn.Linear of `model` by `scheme.quantize_linear(linear)`, except
-    those whose name or last name component matches a glob pattern in `skip`."""
+    those whose name or last name component matches a glob pattern in `skip`. A scheme with a
+    `prepare_model(model)` method (one that calibrates, such as SmoothQuant or AWQ) changes the
+    float model with it first."""
     scheme = get_scheme(scheme)
     if isinstance(skip, str):
         skip = (skip,)
     before = model_nbytes(model)
+    if hasattr(scheme, "prepare_model"):
+        scheme.prepare_model(model)
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     replaced, skipped = [], []
     for name, linear in linears:

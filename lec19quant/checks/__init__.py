@@ -33,4 +33,5 @@ from .quantization_basics import (
     quantization_cases,
 )
 from .running_example import check_perplexity
+from .smoothquant_awq import check_fold_scales, check_smoothing_factors, fold_cases, smoothing_cases
 from .why_quantize import check_count_params
