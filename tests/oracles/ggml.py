@@ -16,7 +16,6 @@ from contracting a·b + c into one rounding.
 import ctypes
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import gguf
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 
 from lec19quant.models import cache_dir
-from oracles.llama_cpp_source import VERSION, NoToolchain, locked, run, sources, toolchain
+from oracles.llama_cpp_source import VERSION, NoToolchain, configured, locked, make_targets
 
 LIBRARY = "libggml-base.so"
 
@@ -35,20 +34,10 @@ def build_dir() -> Path:
 
 def build(target: Path) -> Path:
     """Download the sdist, configure llama.cpp and build ggml-base; returns the library path."""
-    toolchain()
-    target.mkdir(parents=True, exist_ok=True)
-    log = target / "build.log"
-    log.write_text("")
-    with tempfile.TemporaryDirectory(prefix="ggml-build-") as tmp:
-        tmp = Path(tmp)
-        source = sources(tmp, log)
-        build = tmp / "build"
-        run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-             "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=OFF", "-DGGML_OPENMP=OFF", "-DLLAMA_CURL=OFF",
-             "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
-             "-DLLAMA_BUILD_SERVER=OFF", "-DCMAKE_C_FLAGS=-ffp-contract=off",
-             "-DCMAKE_CXX_FLAGS=-ffp-contract=off"], log)
-        run(["cmake", "--build", str(build), "--target", "ggml-base", "-j", str(os.cpu_count() or 2)], log)
+    flags = ["-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TOOLS=OFF", "-DCMAKE_C_FLAGS=-ffp-contract=off",
+             "-DCMAKE_CXX_FLAGS=-ffp-contract=off"]
+    with configured(target, "ggml-build-", flags) as (build, log):
+        make_targets(build, log, ["ggml-base"])
         built = next(p for p in build.rglob("libggml-base.so*") if p.is_file() and not p.is_symlink())
         partial = target / (LIBRARY + ".partial")
         shutil.copy(built, partial)

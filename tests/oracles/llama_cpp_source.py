@@ -5,14 +5,19 @@ targets it needs from it into its own directory of the lec19quant cache, once pe
 file lock so that parallel test processes build it once:
 
     with locked(target):
-        if not done: build(...)          # toolchain(), sources(tmp, skip=...), run(cmake ...)
+        if not done:
+            with configured(target, "prefix-", [extra cmake flags]) as (build, log):
+                make_targets(build, log, [targets])
+                ... copy what was built into target
 """
 import contextlib
 import fcntl
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 VERSION = "0.3.36"  # llama-cpp-python, which bundles llama.cpp
@@ -71,3 +76,26 @@ def locked(directory: Path):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def configured(target: Path, prefix: str, flags: list[str], skip: tuple[str, ...] = SKIP):
+    """llama.cpp's sources configured (Release, portable, no OpenMP/curl, no tests, examples or
+    server, plus `flags`) in a temporary build directory that lasts as long as the block; yields
+    (build directory, log), the log being target/build.log. Raises NoToolchain first if needed."""
+    toolchain()
+    target.mkdir(parents=True, exist_ok=True)
+    log = target / "build.log"
+    log.write_text("")
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        source = sources(Path(tmp), log, skip)
+        build = Path(tmp) / "build"
+        run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF",
+             "-DGGML_OPENMP=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+             "-DLLAMA_BUILD_SERVER=OFF", *flags], log)
+        yield build, log
+
+
+def make_targets(build: Path, log: Path, targets: list[str]) -> None:
+    """Build the CMake `targets` in `build` on every core."""
+    run(["cmake", "--build", str(build), "--target", *targets, "-j", str(os.cpu_count() or 2)], log)
