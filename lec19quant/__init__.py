@@ -3,7 +3,7 @@
 Modules follow the book's chapters: `memory` (why quantize), `formats` (how numbers are stored),
 `models` (the running example), `quantize` (quantization basics), `quality`
 (measuring what quantization costs, as llama.cpp does), `int8` (int8 matmul and
-LLM.int8()), `smoothquant` and `awq` (per-channel scales from calibration text), `groupwise` (the storage of GPTQ and AWQ checkpoints), `gptq` (GPTQ), `gguf` (llama.cpp's block formats, recipes and files), `nvfp4` (4-bit floats), `qat`
+LLM.int8()), `smoothquant` and `awq` (per-channel scales from calibration text), `groupwise` (the storage of GPTQ and AWQ checkpoints), `gptq` (GPTQ), `gguf` (llama.cpp's block formats, importance matrices and i-quants, recipes and files), `nvfp4` (4-bit floats), `qat`
 (quantization-aware training), `qlora` (NF4, LoRA, paged AdamW) and `roofline` (making it fast);
 `nn` swaps a model's layers for quantized ones by scheme name; `display`, `plots` and `checks`
 serve the notebooks, `assignments` makes their student versions and `grading` grades them; the Triton kernels live in `kernels` and are imported only when used.
