@@ -122,8 +122,9 @@ def quantize_rows(x: torch.Tensor, flags: torch.Tensor, threshold: float,
     codes = torch.empty((m, k), dtype=torch.int8, device=x.device)
     scale = torch.empty(m, dtype=torch.float32, device=x.device)
     grid = (triton.cdiv(m, ROWS_TILE["BLOCK_M"]),)
+    # No fused multiply-adds: x·(127/rowmax) must round exactly as torch rounds it.
     quantize_rows_kernel[grid](x, flags, codes, scale, m, k, *x.stride(), _limit(threshold, x),
-                               int(bitsandbytes), **ROWS_TILE)
+                               int(bitsandbytes), enable_fp_fusion=False, **ROWS_TILE)
     return codes, scale
 
 
