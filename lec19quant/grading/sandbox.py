@@ -1,7 +1,9 @@
 """One student's process, started with limits and killed when it overruns them.
 
 On Linux with unprivileged user namespaces (`unshare`), the process gets no network (an empty
-network namespace), a file system that is read-only except for a private /tmp, and a PID
+network namespace), a file system that is read-only except for a private scratch directory (a
+fresh tmpfs mounted over an empty directory, so that a checkout, virtual environment or model
+cache that lives under /tmp stays visible), and a PID
 namespace (its children die with it). Everywhere, it has a memory limit (RLIMIT_DATA: its heap and
 anonymous mappings, where tensors and Python objects live), a network-blocking audit hook, one session whose processes are killed together, and wall-clock
 limits on each request that the grader enforces from outside.
@@ -11,16 +13,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
 from .. import models
 from . import wire
 
-# In the new namespaces: every mount read-only, a fresh /tmp, then the worker.
-_READ_ONLY = ('for m in $(cut -d" " -f2 /proc/self/mounts); do '
+# In the new namespaces: every mount read-only, a fresh tmpfs on the scratch directory ($1), then
+# the worker.
+_READ_ONLY = ('scratch=$1; shift; for m in $(cut -d" " -f2 /proc/self/mounts); do '
               'mount -o remount,bind,ro "$m" 2>/dev/null; done; '
-              'mount -t tmpfs -o size=512m tmpfs /tmp && cd /tmp && exec "$@"')
+              'mount -t tmpfs -o size=512m tmpfs "$scratch" && cd "$scratch" && exec "$@"')
 
 
 @dataclass(frozen=True)
@@ -62,16 +66,18 @@ class StudentProcess:
         self._from_child, from_child = os.pipe()
         command = [sys.executable, "-I", "-m", "lec19quant.grading.worker", str(to_child), str(from_child),
                    str(limits.memory_mb * 2**20), str(limits.threads)]
+        self._scratch = tempfile.mkdtemp(prefix="lec19quant-student-")
         if limits.isolate:
             command = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork",
-                       "--kill-child", "sh", "-c", _READ_ONLY, "sh"] + command
+                       "--kill-child", "sh", "-c", _READ_ONLY, "sh", self._scratch] + command
         threads = str(limits.threads)
         env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, MPLBACKEND="Agg",
-                   MPLCONFIGDIR="/tmp/matplotlib", TRITON_CACHE_DIR="/tmp/triton", HF_HUB_OFFLINE="1",
+                   TMPDIR=self._scratch, MPLCONFIGDIR=os.path.join(self._scratch, "matplotlib"),
+                   TRITON_CACHE_DIR=os.path.join(self._scratch, "triton"), HF_HUB_OFFLINE="1",
                    TRANSFORMERS_OFFLINE="1", LEC19QUANT_CACHE=str(models.cache_dir()))
         self._process = subprocess.Popen(command, pass_fds=(to_child, from_child), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                         start_new_session=True, env=env, cwd="/tmp")
+                                         start_new_session=True, env=env, cwd=self._scratch)
         os.close(to_child)
         os.close(from_child)
         try:
@@ -124,10 +130,11 @@ class StudentProcess:
             time.sleep(0.01)
 
     def close(self) -> None:
-        """Kill the process and close the pipes."""
+        """Kill the process, close the pipes and remove the scratch directory."""
         self.kill()
         for fd in (self._to_child, self._from_child):
             try:
                 os.close(fd)
             except OSError:
                 pass
+        shutil.rmtree(self._scratch, ignore_errors=True)
