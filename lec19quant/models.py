@@ -83,6 +83,7 @@ def _smollm2_dir() -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        _check_tokenizer(tokenizer, transformers.AutoTokenizer.from_pretrained(tmp), transformers.__version__)
         os.replace(tmp, target)  # atomic: a reader sees no copy or a whole one
     except OSError:
         if not (target / "model.safetensors").is_file():  # else another process finished first
@@ -92,6 +93,19 @@ def _smollm2_dir() -> Path:
     steps.update()
     steps.close()
     return target
+
+
+def _check_tokenizer(from_gguf, saved, version: str) -> None:
+    """The tokenizer converted from the GGUF file must add no BOS (llama.cpp adds none for this
+    vocabulary) and read back from its saved copy unchanged; transformers before 5.6 makes a
+    CodeLlama tokenizer of it that does neither."""
+    sample = "Call me Ishmael. Some years ago"
+    ids = from_gguf(sample)["input_ids"]
+    if ids[:1] == [from_gguf.bos_token_id] or saved(sample)["input_ids"] != ids:
+        raise ModelNotAvailableError(
+            f"transformers {version} converts SmolLM2's GGUF tokenizer wrongly (it adds a BOS token, "
+            "and its saved copy encodes text differently); lec19quant needs transformers >= 5.6: "
+            "pip install -U 'transformers>=5.6'")
 
 
 def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device="cpu"):
