@@ -263,6 +263,26 @@ def test_activation_rounding_equals_ggml(ggml, qtype, fn):
     assert np.array_equal(fn(x).numpy(), expected)
 
 
+def test_activation_rounding_is_ggml_cpus_vec_dot_type_for_every_format_written(tmp_path):
+    """ggml-cpu.c's type_traits_cpu table: each weight type's vec_dot_type, what its matmul's input
+    is rounded to; the package knows it for every format it writes."""
+    import re
+
+    from oracles.llama_cpp_source import source_file
+
+    from lec19quant.gguf import blocks, iquants  # noqa: F401  (iquants adds its formats to blocks.FORMATS)
+
+    source = source_file("ggml/src/ggml-cpu/ggml-cpu.c", tmp_path)
+    table = source[source.index("type_traits_cpu[GGML_TYPE_COUNT]"):]
+    vec_dot = dict(re.findall(r"\[GGML_TYPE_(\w+)\]\s*=\s*\{[^}]*?\.vec_dot_type\s*=\s*GGML_TYPE_(\w+)", table))
+    written = ["F16", "BF16", *blocks.FORMATS]
+    assert {"Q4_K", "IQ4_NL", "IQ4_XS"} <= set(written)
+    for qtype in written:
+        expected = vec_dot[qtype.upper()].upper()
+        got = quality.ACTIVATION_ROUNDING[qtype]
+        assert got == expected or (expected == "Q8_1" and got == "Q8_0"), qtype  # Q8_1 rounds as Q8_0
+
+
 def test_activation_rounding_needs_whole_blocks():
     with pytest.raises(ValueError, match="blocks of 256"):
         quality.round_q8_k(torch.zeros(2, 576))

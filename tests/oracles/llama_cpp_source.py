@@ -66,6 +66,16 @@ def sources(into: Path, log: Path, skip: tuple[str, ...] = SKIP) -> Path:
     return into / "src" / prefix
 
 
+def source_file(relative: str, into: Path) -> str:
+    """The text of one file of the bundled llama.cpp (`relative` to vendor/llama.cpp), read from
+    the sdist downloaded into `into`."""
+    run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+         SDIST, "-d", str(into)], into / "download.log")
+    with tarfile.open(next(into.glob("llama_cpp_python-*.tar.gz"))) as tar:
+        prefix = tar.getnames()[0].split("/")[0] + "/vendor/llama.cpp/"
+        return tar.extractfile(prefix + relative).read().decode()
+
+
 @contextlib.contextmanager
 def locked(directory: Path):
     """An exclusive lock on `directory` (created if missing) for as long as the block runs."""
