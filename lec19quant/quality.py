@@ -360,12 +360,13 @@ class Report:
         return self.summary[key]
 
 
-def evaluate(base: Base, model, backend: str = "auto", progress: bool = False) -> Report:
+def evaluate(base: Base, model, backend: str = "auto", progress: bool = False, batch_size: int = 1) -> Report:
     """The quantized pass (llama-perplexity --kl-divergence): `model` on the base's chunks,
-    compared token by token with the stored base log-probabilities."""
+    `batch_size` chunks per call (each still on its own), compared token by token with the stored
+    base log-probabilities."""
     per_chunk = base.n_ctx - 1 - base.n_ctx // 2
     parts = []
-    for i, logits in enumerate(tqdm(scored_logits(model, base.tokens, base.bos), total=len(base.tokens),
+    for i, logits in enumerate(tqdm(scored_logits(model, base.tokens, base.bos, batch_size), total=len(base.tokens),
                                     desc="compare", disable=not progress)):
         rows = slice(i * per_chunk, (i + 1) * per_chunk)
         lb = base.log_probs(rows).to(logits.device)

@@ -182,6 +182,9 @@ def test_chunks_score_the_second_half_of_each():
     torch.testing.assert_close(report.stats.p_q, torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=0)
     # the same model: the stored base differs from its logits only by the 16-bit code
     assert report["same_top_p"] == 1.0 and report["mean_kld"] < 1e-4
+    # chunks in batches (a ragged last one) are still chunks on their own
+    batched = quality.evaluate(base, model, batch_size=2)
+    assert torch.equal(batched.stats.kld, report.stats.kld) and torch.equal(batched.stats.p_q, report.stats.p_q)
 
 
 def test_bos_replaces_the_first_token_of_each_chunk():
