@@ -15,7 +15,7 @@ import time
 import torch
 from harness import Target, bandwidth_fraction, machine, run
 
-from lec19quant import awq, models, smoothquant
+from lec19quant import awq, groupwise, models, smoothquant
 
 GPU_SHAPES = [(4096, 4096), (4096, 14336)]
 
@@ -45,7 +45,7 @@ def gpu_rows(target: Target) -> list[dict]:
     rows = []
     for n, k in target.sizes(GPU_SHAPES, [(64, 256)]):
         linear = torch.nn.Linear(k, n, bias=False)
-        stored = awq.GroupwiseRTN(4, 128).quantize_linear(linear)
+        stored = groupwise.RTN(4, 128).quantize_linear(linear)
         stored.backend = "triton"
         stored = stored.to(target.device)
         w16 = stored.dequantized_weight().half()

@@ -13,7 +13,7 @@ import importlib.util
 import logging
 
 import torch
-from harness import Target, machine, median_seconds, run
+from harness import machine, median_seconds, run
 from torch import nn
 
 from lec19quant import int8

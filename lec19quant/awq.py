@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .groupwise import GroupQuantLinear, dequantize_codes, group_params, quantize_codes
-from .quantize import _check_bits, _check_block_size
+from .groupwise import RTN, dequantize_codes, group_params, quantize_codes
+from .models import decoder_inputs
 from .smoothquant import KINDS, Calibration, LayerGroup, fold_scales, layer_groups
 
 N_GRID = 20
@@ -157,27 +157,18 @@ def apply_clip(linear: nn.Linear, bound: torch.Tensor, group_size: int) -> None:
         linear.weight.copy_(torch.maximum(torch.minimum(linear.weight, c), -c))
 
 
-class _Stop(Exception):
-    pass
-
-
-def _capture(modules: dict[str, nn.Module], run: Callable[[], object], stop_after: str | None = None) -> dict:
-    """Call run() with pre-hooks that cache each module's (args, kwargs); raise-free unless
-    `stop_after` names a module, whose call then ends the run."""
+def _capture(modules: dict[str, nn.Module], run: Callable[[], object]) -> dict:
+    """Call run() with pre-hooks that cache each module's (args, kwargs) of every call."""
     cached = {name: [] for name in modules}
 
     def hook(name):
         def record(module, args, kwargs):
             cached[name].append((args, kwargs))
-            if name == stop_after:
-                raise _Stop
         return record
 
     handles = [m.register_forward_pre_hook(hook(n), with_kwargs=True) for n, m in modules.items()]
     try:
         run()
-    except _Stop:
-        pass
     finally:
         for h in handles:
             h.remove()
@@ -202,11 +193,7 @@ def _layer_calls(model: nn.Module, tokens: torch.Tensor, layers: list[str], modu
     the float model, computed before the caller changes the layer."""
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype != torch.long:
         raise TypeError("tokens must be a (batch, T) tensor of token ids (torch.long)")
-    device = next(model.parameters()).device
-    run = lambda: model(tokens.to(device), use_cache=False)  # noqa: E731
-    args, kwargs = _capture({"first": model.get_submodule(layers[0])}, run, stop_after="first")["first"][0]
-    hidden = args[0] if args else kwargs.pop("hidden_states")
-    args = args[1:]
+    (hidden, args, kwargs), = decoder_inputs(model, tokens)
     for name in layers:
         layer, out = model.get_submodule(name), []
         cached = _capture(modules(name), lambda: out.append(layer(hidden, *args, **kwargs)))
@@ -309,26 +296,6 @@ def protect_channels(model: nn.Module, stats: dict, bits: int, group_size: int, 
 # -- schemes for nn.quantize_model ----------------------------------------------------------------
 
 @dataclass(frozen=True)
-class GroupwiseRTN:
-    """`quantize_model` scheme: round to nearest with a zero point per group, stored as
-    `groupwise.GroupQuantLinear` (the AWQ/GPTQ checkpoint layout); AWQ's baseline at equal storage."""
-
-    bits: int = 4
-    group_size: int = 128
-
-    def __post_init__(self):
-        _check_bits(self.bits)
-        _check_block_size(self.group_size, "group_size")
-
-    @property
-    def name(self) -> str:
-        return f"rtn-zp-w{self.bits}-g{self.group_size}"
-
-    def quantize_linear(self, linear: nn.Linear) -> nn.Module:
-        return GroupQuantLinear.from_linear(linear, self.bits, self.group_size)
-
-
-@dataclass(frozen=True)
 class AWQ:
     """`quantize_model` scheme: AWQ's search on calibration text (`apply_awq`, in `prepare_model`),
     then every Linear rounded group-wise and stored as `groupwise.GroupQuantLinear`."""
@@ -341,16 +308,16 @@ class AWQ:
     calibration: Calibration = Calibration()
 
     def __post_init__(self):
-        GroupwiseRTN(self.bits, self.group_size)
+        RTN(self.bits, self.group_size)
         grid(self.n_grid)
 
     @property
     def name(self) -> str:
         return f"awq-w{self.bits}-g{self.group_size}" + ("-clip" if self.clip else "")
 
-    def storage(self) -> GroupwiseRTN:
-        """The rounding that follows the search (a scheme of its own, without calibration)."""
-        return GroupwiseRTN(self.bits, self.group_size)
+    def storage(self) -> RTN:
+        """The rounding that follows the search (`groupwise.RTN`, a scheme without calibration)."""
+        return RTN(self.bits, self.group_size)
 
     def prepare_model(self, model: nn.Module, tokenizer=None) -> list[GroupResult]:
         tokens = self.calibration.token_batch(model, tokenizer)

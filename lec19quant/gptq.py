@@ -35,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .groupwise import GroupQuantLinear, group_params
+from .models import decoder_inputs, decoder_layers
 from .quantize import _check_bits
 
 
@@ -265,36 +266,6 @@ def calibration_ids(tokenizer, text: str, n_sequences: int = 32, seq_len: int = 
     return torch.stack(windows)
 
 
-class _Captured(Exception):
-    """Raised by the hook that catches the first decoder layer's inputs (the rest need not run)."""
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The model's stack of decoder layers: its first ModuleList (model.model.layers for Llama)."""
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module):
-            return module
-    raise ValueError("the model has no nn.ModuleList of decoder layers")
-
-
-@torch.no_grad()
-def _first_layer_inputs(model, layers, input_ids, batch_size):
-    captured = []
-
-    def catch(_, args, kwargs):
-        captured.append((args[0] if args else kwargs.pop("hidden_states"), {**kwargs}))
-        raise _Captured
-
-    handle = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
-    try:
-        for batch in input_ids.split(batch_size):
-            with contextlib.suppress(_Captured):
-                model(batch.to(next(model.parameters()).device), use_cache=False)
-    finally:
-        handle.remove()
-    return captured
-
-
 def _same_input(hessians: dict[str, Hessian]) -> list[list[str]]:
     """The layers' names, grouped by equal Hessians (layers that read the same input)."""
     groups = []
@@ -323,13 +294,13 @@ def quantize_model(model: nn.Module, input_ids: torch.Tensor, scheme: GPTQ = GPT
     before = model_nbytes(model)
     layers = decoder_layers(model)
     prefix = next(name for name, m in model.named_modules() if m is layers)
-    inputs = _first_layer_inputs(model, layers, input_ids, batch_size)
+    inputs = decoder_inputs(model, input_ids, batch_size)
     replaced = []
     for index, layer in enumerate(tqdm(layers, desc=scheme.name, disable=not progress)):
         linears = {name: m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
         with collect_hessians(linears) as hessians:
-            for hidden, kwargs in inputs:
-                layer(hidden, **kwargs)
+            for hidden, args, kwargs in inputs:
+                layer(hidden, *args, **kwargs)
         for names in _same_input(hessians):  # q, k, v (and gate, up) read one input: one GPTQ run
             result = scheme.quantize_weight(torch.cat([linears[n].weight.detach() for n in names]),
                                             hessians[names[0]].matrix)
@@ -340,7 +311,8 @@ def quantize_model(model: nn.Module, input_ids: torch.Tensor, scheme: GPTQ = GPT
                 setattr(layer.get_submodule(parent), child, result.rows(start, stop).to_linear(linear.bias))
                 replaced.append(f"{prefix}.{index}.{name}")
                 start = stop
-        outputs = [layer(hidden, **kwargs) for hidden, kwargs in inputs]
-        inputs = [(out[0] if isinstance(out, tuple) else out, kwargs) for out, (_, kwargs) in zip(outputs, inputs)]
+        outputs = [layer(hidden, *args, **kwargs) for hidden, args, kwargs in inputs]
+        inputs = [(out[0] if isinstance(out, tuple) else out, args, kwargs)
+                  for out, (_, args, kwargs) in zip(outputs, inputs)]
     skipped = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     return QuantizationReport(scheme.name, replaced, skipped, before, model_nbytes(model))

@@ -270,6 +270,10 @@ class RTN:
     group_size: int = 128
     sym: bool = False
 
+    def __post_init__(self):
+        _check_bits(self.bits)
+        _check_block_size(self.group_size, "group_size")
+
     @property
     def name(self) -> str:
         return f"rtn-w{self.bits}-g{self.group_size}" + ("-sym" if self.sym else "")

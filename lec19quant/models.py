@@ -3,6 +3,7 @@ statistics of the activations that enter every Linear layer.
 
 Perplexity over N scored tokens is exp(−(1/N) Σ_t log p(x_t | x_<t)).
 """
+import contextlib
 import importlib.util
 import math
 import os
@@ -351,3 +352,39 @@ def outlier_features(stats: dict[str, ChannelStats], threshold: float = 6.0, min
         layers = tuple(sorted(layer_ids[i] for i in torch.nonzero(hit[:, c]).flatten().tolist()))
         found.append(OutlierFeature(c, layers, absmax[:, c].max().item(), fraction[hit[:, c], c].max().item()))
     return found
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's stack of decoder layers: its first ModuleList (model.model.layers for Llama)."""
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module):
+            return module
+    raise ValueError("the model has no nn.ModuleList of decoder layers")
+
+
+class _Stop(Exception):
+    """Raised by the pre-hook of `decoder_inputs` once it holds the input: the rest need not run."""
+
+
+@torch.no_grad()
+def decoder_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int | None = None) -> list[tuple]:
+    """What the first decoder layer is called with, for each batch of `batch_size` sequences of
+    `input_ids` (one batch when None): (hidden states, its other positional arguments, its keyword
+    arguments), caught by a pre-hook that ends the forward pass there. Layer by layer methods
+    (GPTQ, AWQ) run the layers on these themselves."""
+    captured = []
+
+    def catch(_, args, kwargs):
+        kwargs = dict(kwargs)
+        captured.append((args[0] if args else kwargs.pop("hidden_states"), args[1:], kwargs))
+        raise _Stop
+
+    device = next(model.parameters()).device
+    handle = decoder_layers(model)[0].register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        for batch in (input_ids.split(batch_size) if batch_size else [input_ids]):
+            with contextlib.suppress(_Stop):
+                model(batch.to(device), use_cache=False)
+    finally:
+        handle.remove()
+    return captured

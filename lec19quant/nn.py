@@ -102,9 +102,10 @@ def named_schemes() -> dict:
     from .smoothquant import SmoothQuantW8A8
 
     schemes += [SmoothQuantW8A8("tensor"), SmoothQuantW8A8("token")]
-    from .awq import AWQ, GroupwiseRTN
+    from .awq import AWQ
+    from .groupwise import RTN
 
-    schemes += [cls(bits, 128) for cls in (AWQ, GroupwiseRTN) for bits in (4, 3)]
+    schemes += [cls(bits, 128) for cls in (AWQ, RTN) for bits in (4, 3)]
     return {s.name: s for s in schemes}
 
 
@@ -164,17 +165,18 @@ class QuantizationReport:
                 f"{self.bytes_after / 1e6:,.1f} MB")
 
 
-def quantize_model(model: nn.Module, scheme, skip=("lm_head",)) -> QuantizationReport:
+def quantize_model(model: nn.Module, scheme, skip=("lm_head",), tokenizer=None) -> QuantizationReport:
     """Replace, in place, every nn.Linear of `model` by `scheme.quantize_linear(linear)`, except
     those whose name or last name component matches a glob pattern in `skip`. A scheme with a
-    `prepare_model(model)` method (one that calibrates, such as SmoothQuant or AWQ) changes the
-    float model with it first."""
+    `prepare_model(model, tokenizer)` method (one that calibrates, such as SmoothQuant or AWQ)
+    changes the float model with it first; `tokenizer` reads its calibration text (default: the
+    model's own, loaded by its name)."""
     scheme = get_scheme(scheme)
     if isinstance(skip, str):
         skip = (skip,)
     before = model_nbytes(model)
     if hasattr(scheme, "prepare_model"):
-        scheme.prepare_model(model)
+        scheme.prepare_model(model, tokenizer)
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     replaced, skipped = [], []
     for name, linear in linears:

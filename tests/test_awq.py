@@ -208,19 +208,19 @@ def test_awq_scheme_calibrates_searches_and_stores(tokenizer, tmp_path):
     tokens = torch.stack(models.token_windows(tokenizer, models.load_text("moby-dick"), 64, 256))
     reference = logits(model, tokens)
     errors, sizes = {}, {}
-    for scheme in ("rtn-zp-w3-g128", "awq-w3-g128"):
+    for scheme in ("rtn-w3-g128", "awq-w3-g128"):
         m = copy.deepcopy(model)
         report = qnn.quantize_model(m, scheme)
         assert all(isinstance(m.get_submodule(n), groupwise.GroupQuantLinear) for n in report.replaced)
         errors[scheme] = ((logits(m, tokens) - reference).norm() / reference.norm()).item()
         sizes[scheme] = report.bytes_after
-    assert sizes["awq-w3-g128"] == sizes["rtn-zp-w3-g128"]
-    assert errors["awq-w3-g128"] < 0.8 * errors["rtn-zp-w3-g128"]
+    assert sizes["awq-w3-g128"] == sizes["rtn-w3-g128"]
+    assert errors["awq-w3-g128"] < 0.8 * errors["rtn-w3-g128"]
 
 
 def test_scheme_names_and_checks():
     assert qnn.get_scheme("awq-w4-g128") == awq.AWQ(4, 128)
-    assert qnn.get_scheme("awq-w3-g128").storage() == awq.GroupwiseRTN(3, 128)
+    assert qnn.get_scheme("awq-w3-g128").storage() == groupwise.RTN(3, 128)
     assert awq.AWQ(4, 64, clip=True).name == "awq-w4-g64-clip"
     with pytest.raises(ValueError, match="bits"):
         awq.AWQ(9)

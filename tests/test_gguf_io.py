@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lec19quant import models
-from lec19quant.gguf import blocks, io, recipes
+from lec19quant.gguf import blocks, io
 
 
 @pytest.fixture(scope="module")
