@@ -108,28 +108,39 @@ DEQUANTIZE_BLOCKS = 8  # super-blocks per program
 MATVEC_ROWS = 16  # rows of W per program
 
 
-def dequantize(raw, name: str):
-    """Dequantize contiguous blocks `raw` (n, type_size) uint8 of "Q4_K" or "Q6_K" to float32 (n·256,)."""
+def launch_dequantize(kernel, raw, *tables):
+    """Run a dequantization kernel on contiguous super-blocks `raw` (n, type_size) uint8: float32
+    (n·256,). `tables` (a codebook) go to the kernel between the fp16 view and the output."""
     import torch
 
-    kernel = {"Q4_K": q4_k_dequantize_kernel, "Q6_K": q6_k_dequantize_kernel}[name]
     raw = raw.contiguous()
     out = torch.empty(raw.shape[0] * 256, dtype=torch.float32, device=raw.device)
     grid = (triton.cdiv(raw.shape[0], DEQUANTIZE_BLOCKS),)
-    kernel[grid](raw, raw.view(torch.float16), out, raw.shape[0], BLOCKS=DEQUANTIZE_BLOCKS)
+    kernel[grid](raw, raw.view(torch.float16), *tables, out, raw.shape[0], BLOCKS=DEQUANTIZE_BLOCKS)
     return out
+
+
+def launch_matvec(kernel, raw, x, type_size: int, *tables):
+    """Run a matrix-vector kernel: raw (N, K/256·type_size) uint8 blocks of W (N, K), x (K,) →
+    y = W·x (N,) float32. `tables` as in `launch_dequantize`."""
+    import torch
+
+    raw, x = raw.contiguous(), x.contiguous()
+    n_rows, k_blocks = raw.shape[0], raw.shape[1] // type_size
+    y = torch.empty(n_rows, dtype=torch.float32, device=raw.device)
+    grid = (triton.cdiv(n_rows, MATVEC_ROWS),)
+    kernel[grid](raw, raw.view(torch.float16), *tables, x, y, n_rows, k_blocks, BLOCK_N=MATVEC_ROWS)
+    return y
+
+
+def dequantize(raw, name: str):
+    """Dequantize contiguous blocks `raw` (n, type_size) uint8 of "Q4_K" or "Q6_K" to float32 (n·256,)."""
+    return launch_dequantize({"Q4_K": q4_k_dequantize_kernel, "Q6_K": q6_k_dequantize_kernel}[name], raw)
 
 
 def q4_k_matvec(raw, x):
     """y = W·x: raw (N, K/256·144) uint8 blocks of W (N, K) in Q4_K, x (K,) → y (N,) float32."""
-    import torch
-
-    raw, x = raw.contiguous(), x.contiguous()
-    n_rows, k_blocks = raw.shape[0], raw.shape[1] // Q4_K_BYTES
-    y = torch.empty(n_rows, dtype=torch.float32, device=raw.device)
-    grid = (triton.cdiv(n_rows, MATVEC_ROWS),)
-    q4_k_matvec_kernel[grid](raw, raw.view(torch.float16), x, y, n_rows, k_blocks, BLOCK_N=MATVEC_ROWS)
-    return y
+    return launch_matvec(q4_k_matvec_kernel, raw, x, Q4_K_BYTES)
 
 
 _DEQUANTIZE = {"raw_ptr": "*u8", "half_ptr": "*fp16", "out_ptr": "*fp32", "n_blocks": "i32"}

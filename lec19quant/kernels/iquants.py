@@ -14,6 +14,8 @@ to the dequantized W times x up to float rounding.
 import triton
 import triton.language as tl
 
+from .gguf import DEQUANTIZE_BLOCKS, MATVEC_ROWS, launch_dequantize, launch_matvec
+
 IQ4_XS_BYTES = 136
 
 
@@ -65,10 +67,6 @@ def iq4_xs_matvec_kernel(raw_ptr, half_ptr, levels_ptr, x_ptr, y_ptr, n_rows, k_
     tl.store(y_ptr + rows, acc, mask=live)
 
 
-DEQUANTIZE_BLOCKS = 8  # super-blocks per program
-MATVEC_ROWS = 16  # rows of W per program
-
-
 def _levels(device):
     import torch
 
@@ -79,29 +77,14 @@ def _levels(device):
 
 def dequantize(raw, name: str = "IQ4_XS"):
     """Dequantize contiguous IQ4_XS blocks `raw` (n, 136) uint8 to float32 (n·256,)."""
-    import torch
-
     if name != "IQ4_XS":
         raise ValueError(f"this kernel decodes IQ4_XS, not {name}")
-    raw = raw.contiguous()
-    out = torch.empty(raw.shape[0] * 256, dtype=torch.float32, device=raw.device)
-    grid = (triton.cdiv(raw.shape[0], DEQUANTIZE_BLOCKS),)
-    iq4_xs_dequantize_kernel[grid](raw, raw.view(torch.float16), _levels(raw.device), out, raw.shape[0],
-                                   BLOCKS=DEQUANTIZE_BLOCKS)
-    return out
+    return launch_dequantize(iq4_xs_dequantize_kernel, raw, _levels(raw.device))
 
 
 def iq4_xs_matvec(raw, x):
     """y = W·x: raw (N, K/256·136) uint8 blocks of W (N, K) in IQ4_XS, x (K,) → y (N,) float32."""
-    import torch
-
-    raw, x = raw.contiguous(), x.contiguous()
-    n_rows, k_blocks = raw.shape[0], raw.shape[1] // IQ4_XS_BYTES
-    y = torch.empty(n_rows, dtype=torch.float32, device=raw.device)
-    grid = (triton.cdiv(n_rows, MATVEC_ROWS),)
-    iq4_xs_matvec_kernel[grid](raw, raw.view(torch.float16), _levels(raw.device), x, y, n_rows, k_blocks,
-                               BLOCK_N=MATVEC_ROWS)
-    return y
+    return launch_matvec(iq4_xs_matvec_kernel, raw, x, IQ4_XS_BYTES, _levels(raw.device))
 
 
 COMPILE_SPECS = [
