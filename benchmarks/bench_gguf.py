@@ -25,24 +25,32 @@ ROWS, COLS = 256, 4096
 GPU_SHAPES = [(4096, 4096), (4096, 14336), (8192, 8192)]  # W: (out, in)
 
 
-def cpu_rows() -> list[dict]:
+def against_ggml(x: np.ndarray, names, importance: np.ndarray | None = None) -> list[dict]:
+    """For each format: Mweights/s of `gguf.quantize` and of llama.cpp's ggml_quantize_chunk on
+    the rows `x` (one thread each, with the same importance per column or none), and whether
+    their bytes are the same."""
     torch.set_num_threads(1)
-    x = (0.02 * np.random.default_rng(0).standard_normal((ROWS, COLS))).astype(np.float32)
     try:
         ggml = oracle.load()
     except oracle.NoToolchain as e:
         print(f"llama.cpp's ggml cannot be built here ({e}): timing the package alone")
         ggml = None
     rows = []
-    for name in gguf.FORMATS:
-        ours = median_seconds(lambda: gguf.quantize(x, name))
+    for name in names:
+        ours = median_seconds(lambda: gguf.quantize(x, name, imatrix=importance))
         row = {"format": name, "ours Mw/s": x.size / ours / 1e6}
         if ggml is not None:
-            theirs = median_seconds(lambda: ggml.quantize(x, name))
+            theirs = median_seconds(lambda: ggml.quantize(x, name, importance))
             row |= {"llama.cpp Mw/s": x.size / theirs / 1e6, "ours / llama.cpp": theirs / ours,
-                    "same bytes": bool(np.array_equal(gguf.quantize(x, name), ggml.quantize(x, name)))}
+                    "same bytes": bool(np.array_equal(gguf.quantize(x, name, imatrix=importance),
+                                                      ggml.quantize(x, name, importance)))}
         rows.append(row)
     return rows
+
+
+def cpu_rows() -> list[dict]:
+    x = (0.02 * np.random.default_rng(0).standard_normal((ROWS, COLS))).astype(np.float32)
+    return against_ggml(x, gguf.FORMATS)
 
 
 def gpu_rows(target: Target) -> list[dict]:
