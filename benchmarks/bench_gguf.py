@@ -7,7 +7,7 @@ reference quantizer (ggml_quantize_chunk, one thread, built by tests/oracles/ggm
 same 256 × 4096 rows, for every format, with a check that the bytes are the same.
 On a CUDA GPU: y = W·x at batch 1 for W of 4096 × 4096, 4096 × 14336 and 8192 × 8192, the
 fused Triton Q4_K kernel against torch's fp16 matrix-vector product (the memory-bound limit is
-16 / 4.5 ≈ 3.5× faster), with the bandwidth each reaches (and the fraction of the GPU's).
+16 / 4.5 ≈ 3.6× faster), with the bandwidth each reaches (and the fraction of the GPU's).
 """
 import sys
 from pathlib import Path

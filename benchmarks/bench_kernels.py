@@ -11,7 +11,7 @@ for the int8 product, torch._int_mm (which needs M > 16). GB/s counts the bytes 
 must move at least (roofline.matmul_cost: weights at their bits per weight, X and Y once); "of
 peak" divides it by the GPU's datasheet bandwidth, "of limit" is the roofline's least time over
 the time taken. The goals (printed, never asserted): each 4-bit kernel at M = 1 at least 2.5×
-faster than float16 on an H100 or H200 (the memory-bound limit is 16 / 4.5 ≈ 3.5×), and the int8
+faster than float16 on an H100 or H200 (the memory-bound limit is 16 / 4.5 ≈ 3.6×), and the int8
 product at M = 4096 at least 0.7× as fast as torch._int_mm. On a CPU it measures nothing: the
 other benchmarks time the CPU paths (--dry-run runs the GPU table here at tiny sizes).
 """

@@ -8,7 +8,7 @@ same bytes, and the table shows milliseconds and millions of values per second.
 On a CUDA GPU: Y = X·Ŵᵀ with the Triton kernel (NVFP4 weights decoded inside the matmul) against
 torch's float16 matmul and the torch reference (dequantize, then matmul), at M = 1 and 4096 with
 4096×4096 and 8192×8192 weights. A batch-1 product is memory-bound: its ceiling is about
-16 / 4.5 ≈ 3.5 times float16's speed.
+16 / 4.5 ≈ 3.6 times float16's speed.
 """
 import torch
 from harness import Target, machine, median_seconds, run
