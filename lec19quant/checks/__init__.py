@@ -8,6 +8,7 @@ counts as a wrong answer for that case.
 One module per chapter, named after it (checks.number_formats, checks.gguf, ...); every check is
 also available here, as checks.check_absmax(...).
 """
+from .choosing_a_format import budget_cases, chart_cases, check_best_under, check_pareto_front
 from .core import CheckFailed, Passed
 from .gguf import check_q8_0, check_scale_min_k4, check_use_more_bits, q8_0_cases
 from .gptq import check_column_update, check_inverse_hessian_cholesky

@@ -3,6 +3,7 @@
 One module per chapter, named after it (plots.gguf holds the GGUF chapter's figures); every
 figure is also available here, as plots.k_block(...).
 """
+from .choosing_a_format import against_llama3, size_quality
 from .gguf import gguf_errors, k_block, recipe_map
 from .gptq import damp_and_act_order, error_as_columns_are_processed
 from .imatrix import codebook_levels, imatrix_gain, importance_profile, weighted_block
