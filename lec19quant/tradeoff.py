@@ -39,8 +39,8 @@ SAVED = Path(str(resources.files("lec19quant").joinpath("data", "tradeoff_smollm
 
 #: the chapter that teaches each family of schemes, by the module that defines the scheme
 CHAPTERS = {"nn": "Quantization basics", "int8": "LLM.int8()", "smoothquant": "SmoothQuant and AWQ",
-            "awq": "SmoothQuant and AWQ", "groupwise": "SmoothQuant and AWQ", "gptq": "GPTQ", "linear": "GGUF", "recipes": "GGUF",
-            "imatrix": "Importance matrix", "nvfp4": "NVFP4", "qlora": "QLoRA"}
+            "awq": "SmoothQuant and AWQ", "groupwise": "SmoothQuant and AWQ", "gptq": "GPTQ",
+            "linear": "GGUF", "recipes": "GGUF", "imatrix": "Importance matrix", "nvfp4": "NVFP4", "qlora": "QLoRA"}
 
 
 def gib_to_bits_per_weight(gib: float, weights: int = LLAMA3_8B_WEIGHTS) -> float:

@@ -43,8 +43,8 @@ def _best_under(sizes, errors, budget):
 def budget_cases() -> list[tuple[list[float], list[float], float]]:
     """Charts with a budget in bits per weight: one that every scheme fits, one that only some
     fit, one exactly at a scheme's size, one below them all, ties in KLD."""
-    sizes, errors = chart_cases()[0]
-    cloud_sizes, cloud_errors = chart_cases()[-1]
+    charts = chart_cases()
+    (sizes, errors), (cloud_sizes, cloud_errors) = charts[0], charts[-1]
     return [(sizes, errors, 16.0), (sizes, errors, 5.0), (sizes, errors, 4.5), (sizes, errors, 3.0),
             ([4.5, 4.0, 6.0], [0.03, 0.03, 0.01], 5.0), (cloud_sizes, cloud_errors, 4.0)]
 
