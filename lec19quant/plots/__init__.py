@@ -14,7 +14,7 @@ from .number_formats import bit_layout, relative_spacing, value_grid
 from .nvfp4 import block_max_placement, format_errors, scale_windows
 from .qat import fake_quantize_node, grid_drift, ptq_vs_qat
 from .qlora import finetuning_curve, memory_budgets, nf4_levels
-from .quantization_basics import error_heatmaps, error_vs_bits, quantization_histogram
+from .quantization_basics import error_heatmaps, error_vs_bits, outlier_growth, quantization_histogram
 from .running_example import activation_heatmap
 from .smoothquant_awq import awq_loss_curves, smoothing_magnitudes
 from .why_quantize import footprint_vs_bits

@@ -1,6 +1,7 @@
 """The figures of the chapter "Quantization basics"."""
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 
 def quantization_histogram(x, bits: int = 4, ax=None):
@@ -58,3 +59,28 @@ def error_heatmaps(x, estimates: dict, title: str = ""):
     axes[0, 0].set_ylabel("row")
     fig.colorbar(image, ax=list(axes[0]), label="|x − x̂|")
     return fig
+
+
+def outlier_growth(x, index: int, magnitudes, bits: int = 8, ax=None):
+    """MSE of the values of `x` other than x[index] under absmax quantization, with x[index] set
+    to each of `magnitudes`, on log-log axes; beside it Δ²/12 for the step Δ = m / q_max that an
+    outlier m sets (uniform rounding error), and the mean of x² (every other value rounded to 0)."""
+    from ..quantize import absmax_quantize, mse
+
+    others = torch.arange(len(x)) != index
+    errors = []
+    for m in magnitudes:
+        loud = x.clone()
+        loud[index] = m
+        errors.append(mse(loud[others], absmax_quantize(loud, bits).dequantize()[others]))
+    step = np.asarray(magnitudes, dtype=float) / (2 ** (bits - 1) - 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    ax.loglog(magnitudes, errors, "o-", label=f"MSE of the other {int(others.sum())} values")
+    ax.loglog(magnitudes, step**2 / 12, "--", color="C3", label="Δ²/12, the step Δ = outlier / 127")
+    ax.axhline(x[others].pow(2).mean().item(), color="gray", linestyle=":", label="mean x²: all rounded to 0")
+    ax.set_xlabel("the outlier's magnitude")
+    ax.set_ylabel("MSE")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3, which="both")
+    return ax.figure
