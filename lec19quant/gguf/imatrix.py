@@ -60,7 +60,7 @@ class ImportanceMatrix:
         return len(self.sums)
 
     def save(self, path, legacy: bool = False) -> Path:
-        """Write the file llama-imatrix writes: GGUF, or (`legacy`) the old binary .dat."""
+        """Write the file llama-imatrix writes, byte for byte: GGUF, or (`legacy`) the old binary .dat."""
         path = Path(path)
         if legacy:
             path.write_bytes(self._legacy_bytes())
@@ -72,8 +72,9 @@ class ImportanceMatrix:
         writer.add_uint32(gguf.Keys.IMatrix.CHUNK_COUNT, self.chunk_count)
         writer.add_uint32(gguf.Keys.IMatrix.CHUNK_SIZE, self.chunk_size)
         for name in sorted(self.sums):  # llama-imatrix sorts the names too
-            writer.add_tensor(f"{name}.in_sum2", self.sums[name].astype(np.float32)[None])
-            writer.add_tensor(f"{name}.counts", np.array([[self.counts[name]]], dtype=np.float32))
+            # one dense matrix: ggml's shape (n, 1) has one dimension, so the file stores ne = [n] and [1]
+            writer.add_tensor(f"{name}.in_sum2", self.sums[name].astype(np.float32).reshape(-1))
+            writer.add_tensor(f"{name}.counts", np.array([self.counts[name]], dtype=np.float32))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -127,7 +128,7 @@ class ImportanceMatrix:
                 if tensors[base + ".counts"].size != 1:
                     raise ValueError(f"{path}: {base} has {tensors[base + '.counts'].size} counts (a mixture of "
                                      f"experts); only dense matrices are read here")
-                sums[base], counts[base] = data, int(round(float(tensors[base + ".counts"][0])))
+                sums[base], counts[base] = data, round(float(tensors[base + ".counts"][0]))
         if not sums:
             raise ValueError(f"{path} holds no importance matrix entries (<name>.in_sum2)")
         return cls(sums, counts, int(value(gguf.Keys.IMatrix.CHUNK_COUNT, 0)),
