@@ -9,6 +9,9 @@ takes about 4 minutes on 2 quiet cores.
     kld_base(model_f32, text_file, "base.kld", chunks=8)   # --kl-divergence-base: the base pass
     stats = kl_divergence(model_q, "base.kld")             # --kl-divergence: the parsed summary
     stats["mean_kld"], stats["same_top_p"], stats["ppl_q"] ...
+    imatrix(model_f32, text_file, "imatrix.gguf", n_ctx=64, chunks=4)      # llama-imatrix, float32
+    combine(model_f32, ["a.gguf"], "a.dat", n_ctx=64, legacy=True)         # llama-imatrix --in-file
+    quantize(model_f32, "q4_k_m.gguf", "Q4_K_M", imatrix="imatrix.gguf")   # llama-quantize --imatrix
 """
 import os
 import re
@@ -55,13 +58,19 @@ def tool(name: str) -> Path:
     return path
 
 
-def _perplexity(model: Path, *args: str, threads: int = 2) -> str:
-    cmd = [str(tool("llama-perplexity")), "-m", str(model), "-t", str(threads), "-tb", str(threads), *args]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+def _run(name: str, *args) -> str:
+    """Run llama.cpp's tool `name` with `args` (each made a string); its output (stdout and
+    stderr), or RuntimeError with the output's end when it fails."""
+    cmd = [str(tool(name)), *map(str, args)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     output = result.stdout + result.stderr
     if result.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {result.returncode}):\n{output[-3000:]}")
     return output
+
+
+def _perplexity(model: Path, *args: str, threads: int = 2) -> str:
+    return _run("llama-perplexity", "-m", model, "-t", threads, "-tb", threads, *args)
 
 
 def kld_base(model: Path, text_file: Path, base_file: Path, n_ctx: int = 512, chunks: int = 8,
@@ -125,11 +134,65 @@ def kl_divergence(model: Path, base_file: Path, threads: int = 2) -> dict[str, f
                                  "--kl-divergence", threads=threads))
 
 
+#: llama-imatrix's options for attention in float32: a KV cache of F32 and no flash attention. With
+#: its defaults (an F16 cache and flash attention, which on the CPU rounds K and V to 16 bits even
+#: from an F32 cache) the sums of the running example's attn_output inputs, and through them of
+#: the later layers, move by up to 0.5% (1% with an F16 cache and no flash attention).
+F32_ATTENTION = ("-ctk", "f32", "-ctv", "f32", "-fa", "off")
+
+
+def imatrix(model: Path, text_file: Path, out: Path, n_ctx: int = 512, chunks: int | None = None,
+            threads: int = 2, f32_attention: bool = True, legacy: bool = False) -> str:
+    """llama-imatrix: the importance matrix of `model` (a GGUF file) on the first `chunks`
+    (default: all) chunks of `n_ctx` tokens of the text, written to `out` (GGUF, or with `legacy`
+    the .dat format); returns the tool's output. The text is tokenized whole, with BOS only where
+    the vocabulary adds one, and cut into chunks as `imatrix.collect` does; it must hold at least
+    two chunks. With `f32_attention` (F32_ATTENTION) llama.cpp computes in float32 throughout.
+    No perplexity is computed (--no-ppl)."""
+    return _run("llama-imatrix", "-m", model, "-f", text_file, "-o", out, "-c", n_ctx,
+                "--chunks", -1 if chunks is None else chunks, "-t", threads, "-tb", threads, "--no-ppl",
+                *(F32_ATTENTION if f32_attention else ()), *(("--output-format", "dat") if legacy else ()))
+
+
+def combine(model: Path, in_files: list[Path], out: Path, n_ctx: int = 512, legacy: bool = False) -> str:
+    """llama-imatrix --in-file (no text): read the importance matrix files `in_files` (GGUF or
+    legacy .dat) with llama.cpp's loader, add them up and write the sum to `out` (GGUF, or
+    .dat with `legacy`); `n_ctx` is the chunk size that a legacy file's counts are scaled by.
+    `model` is only named (the tool requires -m), not loaded."""
+    files = [arg for path in in_files for arg in ("--in-file", path)]
+    return _run("llama-imatrix", "-m", model, *files, "-o", out, "-c", n_ctx,
+                *(("--output-format", "dat") if legacy else ()))
+
+
+def quantize(src: Path, dst: Path, ftype: str, imatrix: Path | None = None, threads: int = 2) -> str:
+    """llama-quantize: write `src` (a GGUF file) as file type `ftype` (Q4_K_M, IQ4_XS, ...) to `dst`,
+    weighting the quantization with the importance matrix file `imatrix` (GGUF or .dat) if given;
+    returns the tool's output."""
+    return _run("llama-quantize", *(("--imatrix", imatrix) if imatrix is not None else ()), src, dst, ftype,
+                threads)
+
+
+def _built(name: str) -> Path:
+    try:
+        return tool(name)
+    except NoToolchain as e:
+        pytest.skip(f"llama.cpp's tools cannot be built on this machine: {e}")
+
+
 @pytest.fixture(scope="session")
 def llama_perplexity() -> Path:
     """The built llama-perplexity for a test session; skipped, saying why, only where no
     toolchain exists."""
-    try:
-        return tool("llama-perplexity")
-    except NoToolchain as e:
-        pytest.skip(f"llama.cpp's tools cannot be built on this machine: {e}")
+    return _built("llama-perplexity")
+
+
+@pytest.fixture(scope="session")
+def llama_imatrix() -> Path:
+    """The built llama-imatrix for a test session (skipped as llama_perplexity)."""
+    return _built("llama-imatrix")
+
+
+@pytest.fixture(scope="session")
+def llama_quantize() -> Path:
+    """The built llama-quantize for a test session (skipped as llama_perplexity)."""
+    return _built("llama-quantize")
