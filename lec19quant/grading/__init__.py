@@ -155,13 +155,15 @@ def grade_folder(folder: Path, exercises: list[assignments.Exercise], limits: Li
 
 def chapter_exercises(chapter: str) -> list[assignments.Exercise]:
     """The exercises of a chapter given as a notebook path (the chapter or its student version)
-    or as its number ("04"), looked up in the book's notebooks/ folder."""
+    or as its number ("04"), looked up in the notebooks/ folder of the working directory, then
+    in that of the checkout the package runs from (an installed package has none)."""
     path = Path(chapter)
     if not path.is_file():
-        found = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob(f"{chapter}_*.ipynb"))
+        folders = [Path.cwd() / "notebooks", Path(__file__).resolve().parents[2] / "notebooks"]
+        found = next((f for f in (sorted(d.glob(f"{chapter}_*.ipynb")) for d in folders) if f), [])
         if len(found) != 1:
-            raise ValueError(f"--chapter {chapter!r}: give a notebook path or a chapter number of "
-                             f"the book's notebooks/ folder")
+            raise ValueError(f"--chapter {chapter!r}: give a notebook path, or a chapter number and run "
+                             f"where the book's notebooks/ folder is")
         path = found[0]
     found = assignments.exercises(json.loads(path.read_text()))
     if not found:
