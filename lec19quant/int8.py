@@ -19,7 +19,7 @@ from .quantize import FLOAT_DTYPES, QTensor, _slices, absmax_quantize, zeropoint
 
 MAX_K = 2**31 // 128**2  # beyond this an int32 sum of int8 products could overflow
 METHODS = {"absmax": absmax_quantize, "zeropoint": zeropoint_quantize}
-VARIANTS = ("paper", "bitsandbytes")
+VARIANTS = ("ideal", "bitsandbytes")
 ACTIVATION_SCALES = ("tensor", "token")
 WEIGHT_SCALES = ("tensor", "row")
 
@@ -88,7 +88,7 @@ def _check_options(threshold, variant: str, method: str, activations: str, weigh
         raise ValueError(f"weights must be 'tensor' or 'row', got {weights!r}")
     if variant == "bitsandbytes" and (method, activations, weights) != ("absmax", "token", "row"):
         raise ValueError("bitsandbytes' LLM.int8() is absmax with one scale per token and one per output "
-                         "row; use variant='paper' for other scales")
+                         "row; use variant='ideal' for other scales")
 
 
 def _bitsandbytes_absmax(x: torch.Tensor, dim: int) -> QTensor:
@@ -165,9 +165,9 @@ def split_outliers(x: torch.Tensor, threshold: float = 6.0, variant: str = "bits
     """LLM.int8()'s decomposition of X (M, K): the outlier columns O (`outlier_columns`; none
     when threshold is 0) and the int8 quantization of the rest, whose codes in the columns O add
     nothing to a product. Which entries set each row's scale is where the variants differ: the
-    paper's decomposition leaves the columns O out; bitsandbytes zeroes only the entries
-    |x| ≥ threshold, so an entry just below it in a column of O still counts. bitsandbytes also
-    rounds X to float16 first and computes s = 127 · (1/a)."""
+    ideal variant (the paper's equation) leaves the columns O out; bitsandbytes zeroes only the
+    entries |x| ≥ threshold, so an entry just below it in a column of O still counts.
+    bitsandbytes also rounds X to float16 first and computes s = 127 · (1/a)."""
     _check_options(threshold, variant, method, activations, "row")
     bitsandbytes = variant == "bitsandbytes"
     source = x.to(torch.float16) if bitsandbytes else x
@@ -195,7 +195,7 @@ def split_outliers(x: torch.Tensor, threshold: float = 6.0, variant: str = "bits
 
 
 def _outlier_rows(qw: QTensor, weight16: torch.Tensor | None, columns: torch.Tensor) -> torch.Tensor:
-    """The rows O of W that the outlier columns meet: from the 16-bit W (paper) or dequantized
+    """The rows O of W that the outlier columns meet: from the 16-bit W (ideal) or dequantized
     from the int8 codes (bitsandbytes), as float32."""
     if weight16 is not None:
         return weight16[columns].float()
@@ -225,14 +225,16 @@ def llm_int8_matmul(x: torch.Tensor, w: torch.Tensor, threshold: float = 6.0, va
     X·W ≈ X[:, O]·W[O, :] + Z / (s_x ⊗ s_w), O the columns with any |x| ≥ threshold, Z the int8
     product of the rest (rows of X and columns of W absmax-quantized, as in `int8_matmul`).
 
-    variant="paper": W[O, :] is the 16-bit W, and each row's scale comes from its columns outside
-    O. variant="bitsandbytes": W[O, :] is dequantized from the int8 codes (no 16-bit copy of W is
+    variant="ideal", the paper's equation taken literally: W[O, :] is a 16-bit copy of W, kept
+    beside the codes (more bytes than float16 alone), and each row's scale comes from its columns
+    outside O. variant="bitsandbytes", what the paper's implementation ships and its memory
+    figures count: W[O, :] is dequantized from the int8 codes (no 16-bit copy of W is
     kept), and as in bitsandbytes' Linear8bitLt, X and W are rounded to float16 before they are
     quantized, only the entries |x| ≥ threshold are left out of a row's scale, and s = 127 · (1/a).
     threshold=0 turns the decomposition off.
     """
     _check_matrices(x, w)
-    weight16 = _float16(w.detach(), "w").contiguous() if variant == "paper" and threshold > 0 else None
+    weight16 = _float16(w.detach(), "w").contiguous() if variant == "ideal" and threshold > 0 else None
     return _llm_int8(x, quantize_weight(w, variant), weight16, None, threshold, variant, "absmax", "token",
                      backend)[0]
 
@@ -256,9 +258,9 @@ class Int8Linear(nn.Module):
         self.register_buffer("codes", qw.codes)  # (in, out): the layout x·Wᵀ reads
         self.register_buffer("scale", qw.scale)  # (1, out), or (1, 1) for one scale per tensor
         self.register_buffer("zero_point", qw.zero_point)
-        # the paper's outlier part meets the 16-bit W (kept as Wᵀ, (in, out)); bitsandbytes' the codes
-        paper = variant == "paper" and threshold > 0
-        self.register_buffer("weight16", _float16(weight.detach().t(), "the weight").contiguous() if paper else None)
+        # the ideal variant's outlier part meets the 16-bit W (kept as Wᵀ, (in, out)); bitsandbytes' the codes
+        ideal = variant == "ideal" and threshold > 0
+        self.register_buffer("weight16", _float16(weight.detach().t(), "the weight").contiguous() if ideal else None)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.columns_16bit = self.columns_seen = 0
 
@@ -285,7 +287,7 @@ class Int8Linear(nn.Module):
     @property
     def nbytes(self) -> int:
         """Bytes as stored: a byte per code, the scales and zero points, the bias, and for the
-        paper's variant the 16-bit copy of W."""
+        ideal variant the 16-bit copy of W."""
         return sum(t.nbytes for t in (self.codes, self.scale, self.zero_point, self.weight16, self.bias)
                    if t is not None)
 
@@ -300,7 +302,7 @@ class W8A8Linear(Int8Linear):
 
     def __init__(self, linear: nn.Linear, activations: str = "token", backend: str = "auto",
                  weights: str = "row", method: str = "absmax"):
-        super().__init__(linear.weight, linear.bias, threshold=0, variant="paper", method=method,
+        super().__init__(linear.weight, linear.bias, threshold=0, variant="ideal", method=method,
                          activations=activations, weights=weights, backend=backend)
 
 
@@ -333,7 +335,7 @@ class LLMInt8:
 
     @property
     def name(self) -> str:
-        name = "llm_int8" + ("-paper" if self.variant == "paper" else "")
+        name = "llm_int8" + ("-ideal" if self.variant == "ideal" else "")
         name += "-zp" if self.method == "zeropoint" else ""
         return name + (f"-t{self.threshold:g}" if self.threshold != 6.0 else "")
 

@@ -95,7 +95,7 @@ def named_schemes() -> dict:
     schemes += [GGUFWeights(f) for f in ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "Q3_K", "Q2_K")]
     from .int8 import LLMInt8
 
-    schemes += [LLMInt8(), LLMInt8(variant="paper")]
+    schemes += [LLMInt8(), LLMInt8(variant="ideal")]
     from .gptq import SCHEMES as GPTQ_SCHEMES  # they need calibration: see gptq.GPTQ
 
     schemes += GPTQ_SCHEMES

@@ -80,10 +80,10 @@ def test_weight_codes_and_scales_equal_bitsandbytes(shape):
 
 def test_bitsandbytes_scale_is_rounded_twice():
     """bitsandbytes' 127.0 / a is 127 · (1/a) in PyTorch: for many a it is not the correctly
-    rounded 127 / a of absmax_quantize, which the paper variant uses."""
+    rounded 127 / a of absmax_quantize, which the ideal variant uses."""
     w = torch.rand(40, 64) + 0.01
     twice = int8.quantize_weight(w, variant="bitsandbytes").scale
-    exact = int8.quantize_weight(w, variant="paper").scale
+    exact = int8.quantize_weight(w, variant="ideal").scale
     a = w.half().float().abs().amax(0, keepdim=True)
     assert torch.equal(twice, 127.0 / a) and torch.equal(exact, torch.full_like(a, 127.0) / w.abs().amax(0))
     assert (twice != torch.full_like(a, 127.0) / a).any()
@@ -127,27 +127,27 @@ def test_outputs_agree_with_bitsandbytes_within_float16_rounding(dtype, bias):
 # ---------------------------------------------------------------------------- the equation
 
 
-def test_paper_variant_is_the_equation():
+def test_ideal_variant_is_the_equation():
     """X·W ≈ int8_matmul(X without the columns O, W) + X[:, O]·W16[O, :]."""
     x, w = planted(16, 64), torch.randn(64, 24) / 8
     columns = int8.outlier_columns(x)
     rest = x.clone()
     rest[:, columns] = 0
     expected = int8.int8_matmul(rest, w) + x[:, columns] @ w.half().float()[columns]
-    assert torch.equal(int8.llm_int8_matmul(x, w, variant="paper"), expected)
+    assert torch.equal(int8.llm_int8_matmul(x, w, variant="ideal"), expected)
 
 
 @pytest.mark.parametrize("threshold", [0, 1e30])
 def test_without_outliers_it_is_vectorwise_int8(threshold):
     x, w = torch.randn(9, 40), torch.randn(40, 7)
-    assert torch.equal(int8.llm_int8_matmul(x, w, threshold, variant="paper"), int8.int8_matmul(x, w))
+    assert torch.equal(int8.llm_int8_matmul(x, w, threshold, variant="ideal"), int8.int8_matmul(x, w))
 
 
 @pytest.mark.parametrize("variant", int8.VARIANTS)
 def test_every_column_an_outlier_is_the_16bit_product(variant):
     x, w = torch.randn(9, 40), torch.randn(40, 7)
     y = int8.llm_int8_matmul(x, w, 1e-30, variant=variant)
-    if variant == "paper":
+    if variant == "ideal":
         torch.testing.assert_close(y, x @ w.half().float(), rtol=0, atol=0)
     else:
         dequantized = int8.quantize_weight(w, "bitsandbytes")
@@ -155,30 +155,30 @@ def test_every_column_an_outlier_is_the_16bit_product(variant):
 
 
 def test_decomposition_removes_the_outlier_error():
-    """The paper's variant leaves only the int8 error of ordinary values; bitsandbytes' keeps the
+    """The ideal variant leaves only the int8 error of ordinary values; bitsandbytes' keeps the
     int8 error of W in the outlier rows, which an outlier of 300 magnifies."""
     x, w = planted(32, 128), torch.randn(128, 32) / 11
     exact = x @ w
     without = (int8.int8_matmul(x, w) - exact).norm()
-    paper = (int8.llm_int8_matmul(x, w, variant="paper") - exact).norm()
+    ideal = (int8.llm_int8_matmul(x, w, variant="ideal") - exact).norm()
     bnb = (int8.llm_int8_matmul(x, w, variant="bitsandbytes") - exact).norm()
-    assert paper < without / 5 and paper < bnb < without / 2
+    assert ideal < without / 5 and ideal < bnb < without / 2
 
 
 def test_the_variants_choose_the_row_scale_differently():
-    """A row whose largest entry (5) sits below the threshold in an outlier column: the paper's row
+    """A row whose largest entry (5) sits below the threshold in an outlier column: the ideal variant's row
     scale ignores the column, bitsandbytes' counts it."""
     x = torch.tensor([[5.0, 0.5, -0.25, 0.125], [7.0, 1.0, 2.0, -1.0]])
-    paper, columns = int8.split_outliers(x, 6.0, variant="paper")
+    ideal, columns = int8.split_outliers(x, 6.0, variant="ideal")
     bnb, same = int8.split_outliers(x, 6.0, variant="bitsandbytes")
     assert columns.tolist() == same.tolist() == [0]
-    assert paper.scale[0].item() == 127 / 0.5 and bnb.scale[0].item() == (127.0 / torch.tensor([5.0])).item()
-    assert paper.codes[0].tolist() == [0, 127, -64, 32] and bnb.codes[0].tolist() == [0, 13, -6, 3]
+    assert ideal.scale[0].item() == 127 / 0.5 and bnb.scale[0].item() == (127.0 / torch.tensor([5.0])).item()
+    assert ideal.codes[0].tolist() == [0, 127, -64, 32] and bnb.codes[0].tolist() == [0, 13, -6, 3]
 
 
-def test_paper_variant_quantizes_like_absmax_quantize():
+def test_ideal_variant_quantizes_like_absmax_quantize():
     x = planted(8, 50)
-    q, columns = int8.split_outliers(x, variant="paper")
+    q, columns = int8.split_outliers(x, variant="ideal")
     rest = x.index_fill(1, columns, 0)
     reference = absmax_quantize(rest, 8, dim=0)
     assert torch.equal(q.codes, reference.codes) and torch.equal(q.scale, reference.scale)
@@ -200,7 +200,7 @@ def test_zeropoint_product_is_exact_in_integers():
 
 def test_zeropoint_decomposition():
     x, w = planted(12, 64).relu(), torch.randn(64, 10) / 8
-    error = {threshold: (int8.Int8Linear(w.t(), threshold=threshold, variant="paper", method="zeropoint")(x)
+    error = {threshold: (int8.Int8Linear(w.t(), threshold=threshold, variant="ideal", method="zeropoint")(x)
                          - x @ w).norm() for threshold in (0, 6.0)}
     assert error[6.0] < error[0] / 10
 
@@ -240,8 +240,8 @@ def test_float16_overflow_is_an_outlier_or_an_error():
     ({"method": "minmax"}, "method must be one of"),
     ({"activations": "channel"}, "'tensor' or 'token'"),
     ({"weights": "column"}, "'tensor' or 'row'"),
-    ({"method": "zeropoint"}, "use variant='paper'"),
-    ({"activations": "tensor"}, "use variant='paper'"),
+    ({"method": "zeropoint"}, "use variant='ideal'"),
+    ({"activations": "tensor"}, "use variant='ideal'"),
 ])
 def test_bad_options_are_named(options, match):
     with pytest.raises(ValueError, match=match):
@@ -265,19 +265,19 @@ def test_bad_shapes_are_named():
 def test_nbytes_counts_what_is_stored():
     layer = linear(64, 32)
     bnb = int8.Int8Linear.from_linear(layer)
-    paper = int8.Int8Linear.from_linear(layer, variant="paper")
-    zero = int8.Int8Linear.from_linear(layer, variant="paper", method="zeropoint", threshold=0)
+    ideal = int8.Int8Linear.from_linear(layer, variant="ideal")
+    zero = int8.Int8Linear.from_linear(layer, variant="ideal", method="zeropoint", threshold=0)
     codes, scales, bias = 64 * 32, 32 * 4, 32 * 4
     assert bnb.nbytes == codes + scales + bias
-    assert paper.nbytes == codes + scales + bias + 2 * 64 * 32  # the 16-bit W the outliers meet
+    assert ideal.nbytes == codes + scales + bias + 2 * 64 * 32  # the 16-bit W the outliers meet
     assert zero.nbytes == codes + scales + 32 * 4 + bias  # zero points, no 16-bit copy
     assert qnn.model_nbytes(nn.Sequential(bnb)) == bnb.nbytes
 
 
 def test_llm_int8_schemes_by_name():
     named = qnn.named_schemes()
-    assert named["llm_int8"] == int8.LLMInt8() and named["llm_int8-paper"] == int8.LLMInt8(variant="paper")
-    assert int8.LLMInt8(2.0, "paper", "zeropoint").name == "llm_int8-paper-zp-t2"
+    assert named["llm_int8"] == int8.LLMInt8() and named["llm_int8-ideal"] == int8.LLMInt8(variant="ideal")
+    assert int8.LLMInt8(2.0, "ideal", "zeropoint").name == "llm_int8-ideal-zp-t2"
     assert int8.W8A8("token", "tensor", "zeropoint").name == "w8a8-zp-token-wtensor"
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
     x = torch.randn(5, 16)
@@ -338,8 +338,8 @@ def test_triton_layer_with_bias_and_strided_input(device):
 
 def test_triton_float16_input(device):
     x, w = planted(9, 64, dtype=torch.float16).to(device), (torch.randn(64, 16) / 8).to(device)
-    q, columns = int8.split_outliers(x, variant="paper", backend="torch")
-    qt, columns_t = int8.split_outliers(x, variant="paper", backend="triton")
+    q, columns = int8.split_outliers(x, variant="ideal", backend="torch")
+    qt, columns_t = int8.split_outliers(x, variant="ideal", backend="triton")
     assert torch.equal(q.codes, qt.codes) and torch.equal(q.scale, qt.scale) and torch.equal(columns, columns_t)
     torch.testing.assert_close(int8.llm_int8_matmul(x, w, backend="triton"),
                                int8.llm_int8_matmul(x, w, backend="torch"), rtol=1e-6, atol=1e-5)
@@ -466,7 +466,7 @@ def test_llm_int8_on_an_opt_model():
     ids = torch.randint(0, 64, (2, 12))
     with torch.no_grad():
         before = model(ids).logits
-        report = qnn.quantize_model(model, int8.LLMInt8(variant="paper"))
+        report = qnn.quantize_model(model, int8.LLMInt8(variant="ideal"))
         after = model(ids).logits
     assert len(report.replaced) == 2 * 6 and report.skipped == ["lm_head"]
     assert all(isinstance(model.get_submodule(name), int8.Int8Linear) for name in report.replaced)

@@ -91,7 +91,7 @@ def test_sizes_come_from_the_stored_bytes(tiny):
         "q8_0": 8.5, "gguf Q4_K_M": None,  # Q8_0: 34 bytes per 32 weights
         "w8-row": _bits(blocks, lambda i: 8 * i + 32),  # one float32 absmax per row
         "w4-g32": _bits(blocks, lambda i: (4 + 1) * i),  # one float32 absmax per 32 weights
-        "llm_int8-paper": _bits(blocks, lambda i: 24 * i + 32),  # int8 codes, a row scale, the 16-bit copy
+        "llm_int8-ideal": _bits(blocks, lambda i: 24 * i + 32),  # int8 codes, a row scale, the 16-bit copy
     }
     got = {name: tradeoff.measure(every[name], model, tokenizer, base, "calibration text " * 40)
            for name in expected}
@@ -148,12 +148,12 @@ def test_file_types_prefer_the_recipe_over_the_single_format():
 def test_every_candidate_quantizes_another_architecture():
     """The chapter's full-size run measures every candidate on a Qwen3 model from the hub: here
     each one runs on a tiny random Qwen3 (rows of 256 and 512 weights, whole K-quant super-blocks)
-    and stores fewer bits than float32 (LLM.int8()'s paper variant, with its 16-bit copy, more)."""
+    and stores fewer bits than float32 (LLM.int8()'s ideal variant, with its 16-bit copy, more)."""
     from lec19quant.models import load_text
 
     model, tokenizer, base = tiny_model("Qwen3", 1)
     calibration = load_text("sotu", "train")[:20_000]
     for name, candidate in tradeoff.candidates().items():
         m = tradeoff.measure(candidate, model, tokenizer, base, calibration)
-        assert (m.bits_per_weight > 24) == (name == "llm_int8-paper") and m.bits_per_weight < 32, name
+        assert (m.bits_per_weight > 24) == (name == "llm_int8-ideal") and m.bits_per_weight < 32, name
         assert m.mean_kld > 0 and m.ppl_ratio > 0, name

@@ -32,7 +32,7 @@ def outlier_columns_kernel(x_ptr, flags_ptr, M, K, stride_xm, stride_xk, thresho
 @triton.jit
 def quantize_rows_kernel(x_ptr, flags_ptr, codes_ptr, scale_ptr, M, K, stride_xm, stride_xk, threshold,
                          bitsandbytes, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Per row: a = max|x| over the entries outside the outlier columns (the paper) or below the
+    """Per row: a = max|x| over the entries outside the outlier columns (the ideal variant) or below the
     threshold (bitsandbytes); s = 127 / a (bitsandbytes: 127 · (1/a)), 0 where not finite;
     codes = round(x · s), ties to even, and 0 in the outlier columns."""
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -67,7 +67,7 @@ def int8_outlier_matmul_kernel(
     DEQUANTIZE: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):
     """Y = (A·B) / (s_a ⊗ s_b) + X[:, cols]·Wo[cols, :] (+ bias), A (M, K) and B (K, N) int8.
-    Wo is the 16-bit W (paper) or, with DEQUANTIZE, B itself, dequantized as B / s_b (bitsandbytes)."""
+    Wo is the 16-bit W (ideal variant) or, with DEQUANTIZE, B itself, dequantized as B / s_b (bitsandbytes)."""
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = exact_int8_tile(a_ptr, b_ptr, rm, rn, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
@@ -160,7 +160,7 @@ COMPILE_SPECS = [
     # bitsandbytes at decoding size (M = 1): the outlier rows dequantized from the codes, no bias
     (int8_outlier_matmul_kernel, {**_MATMUL, "wo_ptr": "*i8", "bias_ptr": "*fp32"},
      {**tile(1), "BLOCK_O": BLOCK_O, "DEQUANTIZE": True, "HAS_BIAS": False}),
-    # the paper at prefill size: the 16-bit W, and a bias
+    # the ideal variant at prefill size: the 16-bit W, and a bias
     (int8_outlier_matmul_kernel, {**_MATMUL, "wo_ptr": "*fp16", "bias_ptr": "*fp16"},
      {**tile(4096), "BLOCK_O": BLOCK_O, "DEQUANTIZE": False, "HAS_BIAS": True}),
 ]
