@@ -4,7 +4,8 @@ NF4:        blocks of 64 weights, a = max|w| per block, q = the NF4 code nearest
             ŵ = NF4[q]·a; two codes per byte, the first in the high nibble.
 Double      the absmax values less their mean μ, quantized to 8 bits with bitsandbytes'
 quantization: dynamic map in blocks of 256: â = DYN[c]·a₂ + μ.
-LoRA:       y = Ŵx + (α/r)·B·A·x with A (r × in) and B (out × r); only A and B train.
+LoRA:       y = Ŵx + (α/r)·B·A·x with A (r × in) and B (out × r); only A and B train
+            (`prepare_qlora` on NF4 weights, `prepare_lora` on the weights as they are).
 AdamW:      m ← β₁m + (1 − β₁)g,  v ← β₂v + (1 − β₂)g²,
             p ← p·(1 − lr·λ) − lr·(m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε).
 
@@ -368,26 +369,43 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent), child, module)
 
 
+def prepare_lora(model: nn.Module, r: int = 8, alpha: float = 16, target_modules=("*",),
+                 dropout: float = 0.0, skip=("lm_head",)) -> nn.Module:
+    """LoRA (Hu et al. 2022), in place, on the weights as they are: freeze every parameter and give
+    each nn.Linear or Linear4bit layer that matches `target_modules` (and not `skip`) a LoRA
+    adapter (rank r, scale α/r). Patterns are globs matched against a layer's full name or its last
+    part ("q_proj"). On a float model this is plain LoRA, QLoRA's control: under the same seed the
+    adapters start equal to those `prepare_qlora` gives the same layers. Returns the model, whose
+    only trainable parameters are the adapters."""
+    if isinstance(target_modules, str):
+        target_modules = (target_modules,)
+    if isinstance(skip, str):
+        skip = (skip,)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    adapted = {id(m.base) for m in model.modules() if isinstance(m, LoRALinear)}
+    layers = [name for name, m in model.named_modules()
+              if isinstance(m, (nn.Linear, Linear4bit)) and id(m) not in adapted and not _matches(name, skip)]
+    targets = [name for name in layers if _matches(name, target_modules)]
+    if not targets:
+        raise ValueError(f"no layer matches target_modules={target_modules}; "
+                         f"the layers are named like {layers[:3]}")
+    for name in targets:
+        _replace(model, name, LoRALinear(model.get_submodule(name), r, alpha, dropout))
+    return model
+
+
 def prepare_qlora(model: nn.Module, r: int = 8, alpha: float = 16, target_modules=("*",),
                   dropout: float = 0.0, skip=("lm_head",), blocksize: int = 64,
                   double_quant: bool = True) -> nn.Module:
     """QLoRA, in place: freeze every parameter, store every nn.Linear (but those matching `skip`)
-    in NF4, and give those matching `target_modules` a LoRA adapter (rank r, scale α/r).
-    Patterns are globs matched against a layer's full name or its last part ("q_proj"); the
-    default "*" adapts every quantized layer, as the QLoRA paper does. Returns the model, whose
-    only trainable parameters are the adapters."""
-    if isinstance(target_modules, str):
-        target_modules = (target_modules,)
+    in NF4, and give those matching `target_modules` a LoRA adapter (rank r, scale α/r), as
+    `prepare_lora` does. The default "*" adapts every quantized layer, as the QLoRA paper does.
+    Returns the model, whose only trainable parameters are the adapters."""
     for p in model.parameters():
         p.requires_grad_(False)
-    report = quantize_model(model, NF4Scheme(blocksize, double_quant), skip)
-    targets = [name for name in report.replaced if _matches(name, target_modules)]
-    if not targets:
-        raise ValueError(f"no quantized layer matches target_modules={target_modules}; "
-                         f"quantized layers are named like {report.replaced[:3]}")
-    for name in targets:
-        _replace(model, name, LoRALinear(model.get_submodule(name), r, alpha, dropout))
-    return model
+    quantize_model(model, NF4Scheme(blocksize, double_quant), skip)
+    return prepare_lora(model, r, alpha, target_modules, dropout, skip)
 
 
 def merge(model: nn.Module, requantize: bool = False) -> nn.Module:

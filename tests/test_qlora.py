@@ -342,8 +342,38 @@ def test_prepare_qlora_trains_only_the_adapters():
     assert {n for n, p in model.named_parameters() if p.grad is not None} == trainable
     for m in lora.values():  # B = 0 at the start: A's gradient Bᵀ·(…) is zero, B's is not
         assert m.lora_A.grad.abs().max() == 0 and m.lora_B.grad.abs().max() > 0
-    with pytest.raises(ValueError, match="no quantized layer matches"):
+    with pytest.raises(ValueError, match="no layer matches"):
         qlora.prepare_qlora(tiny_llama(), target_modules="wq")
+
+
+def test_prepare_lora_is_qlora_without_nf4():
+    """The control: the same adapters, started equal under the same seed, on float weights."""
+    targets = ("q_proj", "*mlp*")
+    quantized, plain = tiny_llama(), tiny_llama()
+    weight = plain.model.layers[1].mlp.down_proj.weight.clone()
+    torch.manual_seed(1)
+    qlora.prepare_qlora(quantized, r=4, alpha=8, target_modules=targets)
+    torch.manual_seed(1)
+    qlora.prepare_lora(plain, r=4, alpha=8, target_modules=targets)
+    adapters = {n: m for n, m in plain.named_modules() if isinstance(m, qlora.LoRALinear)}
+    assert sorted(adapters) == sorted(n for n, m in quantized.named_modules()
+                                      if isinstance(m, qlora.LoRALinear))
+    for name, m in adapters.items():
+        assert isinstance(m.base, nn.Linear)
+        assert torch.equal(m.lora_A, quantized.get_submodule(name).lora_A)
+    assert torch.equal(plain.model.layers[1].mlp.down_proj.base.weight, weight)  # not quantized
+    assert isinstance(plain.model.layers[0].self_attn.k_proj, nn.Linear) and isinstance(plain.lm_head, nn.Linear)
+    trainable = {n for n, p in plain.named_parameters() if p.requires_grad}
+    assert trainable == {f"{n}.lora_{ab}" for n in adapters for ab in "AB"}
+    ids = torch.randint(0, 100, (2, 8))
+    plain(ids, labels=ids).loss.backward()
+    assert {n for n, p in plain.named_parameters() if p.grad is not None} == trainable
+    with pytest.raises(ValueError, match="no layer matches"):  # no adapter on an adapter's base
+        qlora.prepare_lora(plain, target_modules=targets)
+    qlora.merge(plain)
+    assert torch.equal(plain.model.layers[1].mlp.down_proj.weight, weight)  # B = 0
+    with pytest.raises(ValueError, match="no layer matches"):
+        qlora.prepare_lora(tiny_llama(), target_modules="lm_head")  # skipped
 
 
 def test_merge_replaces_every_adapter():
@@ -555,6 +585,11 @@ def test_figures_draw_the_package_numbers():
     ax = plots.finetuning_curve([3.0, 2.0, 1.0], {0: 3.5, 3: 1.5}, window=2).axes[0]
     raw, mean, held_out = ax.get_lines()
     assert list(mean.get_ydata()) == [3.0, 2.5, 1.5] and list(held_out.get_xdata()) == [0, 3]
+    ax = plots.finetuning_curve([3.0, 2.0, 1.0], {0: 3.5, 3: 1.5}, window=2,
+                                control=([2.0, 2.0, 1.0], {0: 3.0, 3: 1.0}), labels=("NF4", "float")).axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == 6 and list(lines[4].get_ydata()) == [2.0, 2.0, 1.5]
+    assert list(lines[5].get_ydata()) == [3.0, 1.0] and lines[5].get_label() == "float: held-out loss"
     budgets = {m: qlora.memory_budget(qlora.LLAMA_65B, m) for m in qlora.METHODS}
     ax = plots.memory_budgets(budgets, limit=48e9).axes[0]
     right_ends = {}

@@ -31,26 +31,37 @@ def nf4_levels(w, blocksize: int = 64, ax=None):
     return ax.figure
 
 
-def finetuning_curve(losses, held_out=None, window: int = 5, ax=None):
+def finetuning_curve(losses, held_out=None, window: int = 5, ax=None, control=None,
+                     labels=("", "control")):
     """Training loss at every step (thin line) and its mean over the last `window` steps (thick),
-    with the held-out loss as points: `held_out` maps a step (0 = before training) to a loss."""
-    losses = np.asarray(losses, dtype=float)
-    if losses.ndim != 1 or losses.size == 0:
-        raise ValueError("losses must be a non-empty list of numbers, one per step")
+    with the held-out loss as points: `held_out` maps a step (0 = before training) to a loss.
+    `control`, a second run's (losses, held_out), is drawn the same way in other colours; `labels`
+    name the two runs in the legend."""
+    runs = [(losses, held_out, "C0", "C3", labels[0])]
+    if control is not None:
+        runs.append((*control, "C2", "C1", labels[1]))
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.5))
-    steps = np.arange(1, losses.size + 1)
-    ax.plot(steps, losses, color="C0", alpha=0.35, linewidth=1, label="training loss (one batch)")
-    mean = np.array([losses[max(0, i - window + 1): i + 1].mean() for i in range(losses.size)])
-    ax.plot(steps, mean, color="C0", linewidth=2.5, label=f"mean of the last {window} steps")
-    if held_out:
-        x, y = zip(*sorted(held_out.items()))
-        ax.plot(x, y, "o--", color="C3", markersize=7, label="held-out loss")
-        for xi, yi in zip(x, y):
-            ax.annotate(f"{yi:.3f}", (xi, yi), textcoords="offset points", xytext=(6, 6), color="C3")
+        _, ax = plt.subplots(figsize=(7, 3.5 if control is None else 4.2))
+    for run_losses, run_held_out, color, held_color, label in runs:
+        losses = np.asarray(run_losses, dtype=float)
+        if losses.ndim != 1 or losses.size == 0:
+            raise ValueError("losses must be a non-empty list of numbers, one per step")
+        prefix = f"{label}: " if label else ""
+        steps = np.arange(1, losses.size + 1)
+        ax.plot(steps, losses, color=color, alpha=0.35, linewidth=1, label=f"{prefix}training loss (one batch)")
+        mean = np.array([losses[max(0, i - window + 1): i + 1].mean() for i in range(losses.size)])
+        ax.plot(steps, mean, color=color, linewidth=2.5, label=f"{prefix}mean of the last {window} steps")
+        if run_held_out:
+            x, y = zip(*sorted(run_held_out.items()))
+            ax.plot(x, y, "o--", color=held_color, markersize=7, label=f"{prefix}held-out loss")
+            for xi, yi in zip(x, y):
+                ax.annotate(f"{yi:.3f}", (xi, yi), textcoords="offset points", xytext=(6, 6), color=held_color)
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats per token)")
-    ax.legend(fontsize="small")
+    if len(runs) == 1:
+        ax.legend(fontsize="small")
+    else:  # above the axes, one column per run
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize="small", frameon=False)
     ax.grid(alpha=0.3)
     return ax.figure
 
