@@ -402,8 +402,6 @@ def prepare_qlora(model: nn.Module, r: int = 8, alpha: float = 16, target_module
     in NF4, and give those matching `target_modules` a LoRA adapter (rank r, scale α/r), as
     `prepare_lora` does. The default "*" adapts every quantized layer, as the QLoRA paper does.
     Returns the model, whose only trainable parameters are the adapters."""
-    for p in model.parameters():
-        p.requires_grad_(False)
     quantize_model(model, NF4Scheme(blocksize, double_quant), skip)
     return prepare_lora(model, r, alpha, target_modules, dropout, skip)
 
