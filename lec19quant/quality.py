@@ -359,6 +359,14 @@ class Report:
     def __getitem__(self, key: str) -> float:
         return self.summary[key]
 
+    def format(self, key: str, spec: str = ".4f") -> str:
+        """A statistic with its standard error as text, "mean ± error", both formatted by `spec`
+        (e.g. format("mean_kld", ".4f"), format("same_top_p", ".1%"))."""
+        if f"{key}_err" not in self.summary:
+            with_error = sorted(k[:-4] for k in self.summary if k.endswith("_err"))
+            raise KeyError(f"{key!r} has no standard error in the summary; those that do: {with_error}")
+        return f"{self[key]:{spec}} ± {self[key + '_err']:{spec}}"
+
 
 def evaluate(base: Base, model, backend: str = "auto", progress: bool = False, batch_size: int = 1) -> Report:
     """The quantized pass (llama-perplexity --kl-divergence): `model` on the base's chunks,

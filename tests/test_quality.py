@@ -155,6 +155,17 @@ def test_summary_needs_two_tokens():
         quality.summarize(one)
 
 
+def test_report_formats_a_statistic_with_its_error():
+    kld = torch.tensor([0.0, 0.1, 0.2, 0.3] * 3, dtype=torch.float64)  # mean 0.15, σ = √(0.0125/11)
+    same = torch.tensor([True, True, False, True] * 3)  # 0.75 ± √(0.75·0.25/11)
+    p = torch.full((12,), 0.5, dtype=torch.float64)
+    report = quality.Report(quality.TokenStats(kld, same, p, p))
+    assert report.format("mean_kld", ".3f") == "0.150 ± 0.034"
+    assert report.format("same_top_p", ".1%") == "75.0% ± 13.1%"
+    with pytest.raises(KeyError, match="'max_kld' has no standard error.*'mean_kld'"):
+        report.format("max_kld")
+
+
 # ---- the protocol ------------------------------------------------------------------------------
 
 class Bigram(nn.Module):
