@@ -12,13 +12,13 @@ def smoothing_magnitudes(activation: torch.Tensor, weight: torch.Tensor, alphas=
     if activation.shape != weight.shape or activation.dim() != 1:
         raise ValueError("give one activation and one weight statistic per channel")
     fig, axes = plt.subplots(2, len(alphas) + 1, figsize=(3.2 * (len(alphas) + 1), 4.6), sharex=True, sharey="row")
-    channels = torch.arange(len(activation))
+    edges = torch.arange(len(activation) + 1) - 0.5  # one step per channel: one artist, not a bar each
     columns = [("before", torch.ones_like(activation))]
     columns += [(f"α = {a:g}", smoothing_factors(activation, weight, a)) for a in alphas]
     for col, (title, s) in enumerate(columns):
         a, w = activation / s, weight * s
-        axes[0, col].bar(channels, a, width=1.0, color="C0")
-        axes[1, col].bar(channels, w, width=1.0, color="C1")
+        axes[0, col].stairs(a, edges, fill=True, color="C0")
+        axes[1, col].stairs(w, edges, fill=True, color="C1")
         axes[0, col].set_title(f"{title}\nmax/median {a.max() / a.median():.0f} · {w.max() / w.median():.0f}",
                                fontsize="small")
         axes[1, col].set_xlabel("input channel")
