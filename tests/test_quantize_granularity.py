@@ -1,9 +1,10 @@
 """absmax_quantize / zeropoint_quantize: the lecture's formulas at every granularity."""
 import math
 
+import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -113,6 +114,8 @@ finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, allow_subno
 @given(values=arrays("float32", st.tuples(st.integers(1, 6), st.sampled_from([8, 16, 24])), elements=finite),
        bits=st.integers(2, 8), granularity=st.sampled_from([None, 0, 1, "g8"]),
        symmetric=st.booleans())
+@example(values=np.array([[552280.0] + [565654.94] * 7], dtype=np.float32), bits=8, granularity=None,
+         symmetric=False)  # found by hypothesis: float32 rounding at |x| ≫ the range
 def test_round_trip_error_is_at_most_half_a_step(values, bits, granularity, symmetric):
     x = torch.from_numpy(values)
     kwargs = {"group_size": 8} if granularity == "g8" else {"dim": granularity}
@@ -121,7 +124,10 @@ def test_round_trip_error_is_at_most_half_a_step(values, bits, granularity, symm
     x_hat = q.dequantize().reshape(view.shape)
     step = torch.where(q.scale > 0, 1 / q.scale.double(), 0.0)  # one code apart
     tiny = torch.finfo(torch.float32).tiny
-    assert torch.all((view.double() - x_hat.double()).abs() <= step / 2 * (1 + 1e-5) + tiny * 255)
+    # plus float32's roundings of x·s + z and of (q − z)/s: a few units of 2⁻²⁴·|x|, which matter
+    # when the range is small next to |x| (values near 5.6e5 spread by 1.3e4: 0.03 in a step of 52)
+    rounding = 4 * view.double().abs() * 2.0 ** -24
+    assert torch.all((view.double() - x_hat.double()).abs() <= step / 2 * (1 + 1e-5) + tiny * 255 + rounding)
     assert q.codes.min() >= -(2 ** (bits - 1)) and q.codes.max() <= 2 ** (bits - 1) - 1
 
 
