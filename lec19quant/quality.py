@@ -183,6 +183,16 @@ class TokenStats:
     p_base: torch.Tensor
     p_q: torch.Tensor
 
+    @property
+    def nll_q(self) -> torch.Tensor:
+        """−ln p(correct token) under the quantized model, per scored token."""
+        return -torch.log(self.p_q)
+
+    @property
+    def nll_base(self) -> torch.Tensor:
+        """−ln p(correct token) under the base model, per scored token."""
+        return -torch.log(self.p_base)
+
     @staticmethod
     def cat(parts: list["TokenStats"]) -> "TokenStats":
         return TokenStats(*(torch.cat([getattr(p, f) for p in parts]) for f in ("kld", "same_top", "p_base", "p_q")))
@@ -284,7 +294,7 @@ def summarize(stats: TokenStats) -> dict[str, float]:
     n = len(stats.kld)
     if n < 2:
         raise ValueError(f"a summary needs at least 2 scored tokens, got {n}")
-    nll_q, nll_b = -torch.log(stats.p_q), -torch.log(stats.p_base)
+    nll_q, nll_b = stats.nll_q, stats.nll_base
     (mq, eq), (mb, eb) = mean_and_error(nll_q), mean_and_error(nll_b)
     cov = ((nll_q * nll_b).sum().item() / n - mq * mb) / (n - 1) if n >= 10 else 0.0
     ln_ratio_err = math.sqrt(max(eq * eq + eb * eb - 2 * cov, 0.0))

@@ -126,10 +126,12 @@ def test_summary_matches_the_definitions():
     p_base = g.uniform(0.01, 1, n)
     p_q = np.clip(p_base + g.normal(0, 0.05, n), 1e-4, 1)
     same = g.uniform(size=n) < 0.9
-    s = quality.summarize(quality.TokenStats(torch.tensor(kld), torch.tensor(same), torch.tensor(p_base),
-                                             torch.tensor(p_q)))
+    stats = quality.TokenStats(torch.tensor(kld), torch.tensor(same), torch.tensor(p_base), torch.tensor(p_q))
+    s = quality.summarize(stats)
     sem = lambda x: np.std(x) / math.sqrt(n - 1)  # noqa: E731
     nq, nb = -np.log(p_q), -np.log(p_base)
+    np.testing.assert_allclose(stats.nll_q.numpy(), nq)
+    np.testing.assert_allclose(stats.nll_base.numpy(), nb)
     assert s["ppl_q"] == pytest.approx(math.exp(nq.mean())) and s["ppl_base"] == pytest.approx(math.exp(nb.mean()))
     assert s["ppl_q_err"] == pytest.approx(math.exp(nq.mean()) * sem(nq))
     cov = np.cov(nq, nb, ddof=0)[0, 1] / (n - 1)
